@@ -1,0 +1,43 @@
+# stt-bridge: `make demo` and `make test` are all a new user needs (both run `make setup` first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian / Raspberry Pi OS packages the project needs at run time and in its tests
+DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-utils libasound2-plugins python3-venv
+# the browser test of the live page (issue 5) uses Debian's chromium; optional for the demo
+DEB_TEST_PACKAGES := chromium systemd
+
+.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers clean
+
+setup: system-packages venv
+
+system-packages:
+	@bash scripts/install-system-packages.sh $(DEB_PACKAGES) $(if $(SKIP_TEST_PACKAGES),,$(DEB_TEST_PACKAGES))
+
+# the stamp makes setup idempotent and quick: pip runs again only when pyproject.toml changed
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev,bench]'
+	@touch $@
+
+demo: setup
+	$(PY) -m demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m bench.run
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""One WebSocket connection: moves frames between the socket and the sans-I/O ``SessionMachine``
+and carries out the actions it returns against the shared engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from stt_core import protocol as p
+from stt_core import session as s
+from stt_core.engine import PartialResult, Segment
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = structlog.get_logger(__name__)
+
+
+class Connection:
+    def __init__(self, server: Server, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        st = server.settings
+        self.machine = s.SessionMachine(
+            limits=s.Limits(max_frame_bytes=st.max_frame_bytes, max_segment_s=st.max_segment_s,
+                            max_frames_per_s=st.max_frames_per_s),
+            model=server.info.model, partial_interval_ms=st.partial_interval_ms)
+        self.segment: Segment | None = None
+        # actions are carried out one batch at a time, so a shutdown cannot interleave with a final
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?")
+
+    async def run(self) -> None:
+        idle = self.server.settings.idle_timeout_s
+        try:
+            while not self._closed:
+                try:
+                    async with asyncio.timeout(idle):
+                        message = await self.ws.recv()
+                except TimeoutError:
+                    await self.apply(self.machine.idle_timeout())
+                    break
+                if isinstance(message, str):
+                    actions = self.machine.receive_text(message)
+                else:
+                    actions = self.machine.receive_bytes(message, time.monotonic())
+                await self.apply(actions)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.segment is not None:
+                # the client vanished mid-segment: nobody is left to read a final
+                self.log.info("segment_abandoned", session_id=self.machine.session_id, segment=self.machine.segment)
+                self.segment.cancel()
+                self.segment = None
+
+    async def shutdown(self) -> None:
+        """Server stopping: the open segment still gets its final, then close 1001."""
+        await self.apply(self.machine.shutdown())
+
+    async def apply(self, actions: list[s.Action]) -> None:
+        async with self._lock:
+            for action in actions:
+                await self._do(action)
+
+    async def _do(self, action: s.Action) -> None:
+        if isinstance(action, s.Send):
+            if isinstance(action.message, p.Error):
+                self.server.metrics.error(action.message.code)
+                self.log.info("peer_error", code=action.message.code, detail=action.message.message)
+            elif isinstance(action.message, p.Ready):
+                self.log.info("session_started", session_id=action.message.session_id,
+                              sample_rate=action.message.sample_rate)
+            await self._send(action.message)
+        elif isinstance(action, s.OpenSegment):
+            self.segment = self.server.engine.open_segment(
+                sample_rate=action.sample_rate, lang=action.lang,
+                on_partial=self._partial if action.enable_partials else None)
+        elif isinstance(action, s.Audio):
+            assert self.segment is not None
+            self.segment.feed_pcm16(action.pcm)
+            self.server.metrics.count("audio_seconds_total", len(action.pcm) / 2 / self.machine.sample_rate)
+        elif isinstance(action, s.EndSegment):
+            await self._final(action.reason)
+        elif isinstance(action, s.HealthWanted):
+            await self._send(p.Health(**self.server.health_fields()))
+        elif isinstance(action, s.Close):
+            self._closed = True
+            await self.ws.close(action.code.value, action.reason)
+
+    async def _final(self, reason: str) -> None:
+        segment, self.segment = self.segment, None
+        if segment is None:
+            return
+        index = self.machine.segment
+        result = await segment.finish()
+        self.server.metrics.count("segments_total")
+        self.log.info("final", session_id=self.machine.session_id, segment=index, audio_ms=result.t_ms,
+                      decode_ms=result.decode_ms, chars=len(result.text), reason=reason)
+        await self._send(p.Final(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
+                                 session_id=self.machine.session_id, segment=index, language=result.language,
+                                 decode_ms=result.decode_ms, model=self.server.info.model,
+                                 reason=reason))  # type: ignore[arg-type]
+
+    async def _partial(self, result: PartialResult) -> None:
+        await self._send(p.Partial(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
+                                   session_id=self.machine.session_id, segment=self.machine.segment))
+
+    async def _send(self, message: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
+        try:
+            await self.ws.send(p.encode(message))
+        except ConnectionClosed:
+            pass

@@ -1,0 +1,253 @@
+"""The streaming engine: audio chunks in, partials while they arrive, one final at the end.
+
+One ``Engine`` per process holds the decoder (one model, shared by every session) and two bounded
+decode pools. Finals have a pool of their own, so a final never waits behind partials, of its own
+session or anyone else's; partials take what capacity is left, and when the decoder is slower than
+``PARTIAL_INTERVAL_MS`` their cadence degrades, never their freshness: each partial decodes the
+latest audio at the moment it starts, and a segment has at most one partial in flight.
+
+Partials on long utterances stay bounded in cost with a committed prefix (the idea of
+whisper_streaming's local agreement, simplified): once the undecided tail is longer than
+``partial_window_s``, the Whisper segments that end well before the tail's end are committed, and
+later partials decode only the audio after them. The final always decodes the whole utterance, so its
+accuracy is the offline decoder's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from .audio import TARGET_RATE, Float32Array, StreamResampler, pcm16_to_float
+from .decoder import Decoder, Transcript
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    partial_interval_ms: int = 300
+    # the first partial is decoded as soon as this much audio has arrived, not one interval later
+    first_partial_ms: int = 300
+    partial_window_s: float = 10.0
+    final_workers: int = 1
+    partial_workers: int = 1
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    text: str
+    confidence: float
+    t_ms: int  # audio time covered, from the start of the segment
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    text: str
+    confidence: float
+    t_ms: int
+    language: str | None
+    decode_ms: int  # wall time from finish() to the result
+
+
+PartialCallback = Callable[[PartialResult], Awaitable[None]]
+
+
+class Engine:
+    def __init__(self, decoder: Decoder, config: EngineConfig | None = None) -> None:
+        self.decoder = decoder
+        self.config = config or EngineConfig()
+        self._finals = ThreadPoolExecutor(self.config.final_workers, thread_name_prefix="final")
+        self._partials = ThreadPoolExecutor(self.config.partial_workers, thread_name_prefix="partial")
+        self.active_segments = 0
+        # cumulative figures for /metrics
+        self.decode_seconds: list[float] = []
+        self.on_decode: Callable[[str, float], None] | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.decoder.model_name
+
+    def open_segment(self, *, sample_rate: int = TARGET_RATE, lang: str | None = "en",
+                     on_partial: PartialCallback | None = None) -> Segment:
+        return Segment(self, sample_rate=sample_rate, lang=lang, on_partial=on_partial)
+
+    async def transcribe(self, audio: Float32Array, lang: str | None = "en") -> FinalResult:
+        """Decode a whole utterance at once (the final path, without streaming)."""
+        seg = self.open_segment(lang=lang)
+        seg.feed(audio)
+        return await seg.finish()
+
+    async def _run(self, kind: str, fn: Callable[[], Transcript]) -> Transcript:
+        pool = self._finals if kind == "final" else self._partials
+        loop = asyncio.get_running_loop()
+
+        def timed() -> Transcript:
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                if self.on_decode is not None:
+                    self.on_decode(kind, time.perf_counter() - t0)
+
+        return await loop.run_in_executor(pool, timed)
+
+    def close(self) -> None:
+        self._partials.shutdown(wait=False, cancel_futures=True)
+        self._finals.shutdown(wait=True)
+
+
+class Segment:
+    """One utterance. ``feed`` is cheap and synchronous; decoding happens in the engine's pools."""
+
+    def __init__(self, engine: Engine, *, sample_rate: int, lang: str | None,
+                 on_partial: PartialCallback | None) -> None:
+        self.engine = engine
+        self.lang = lang
+        self._resampler = StreamResampler(sample_rate)
+        # feed() runs on the event loop, audio() also in a decode thread (a partial reads the latest
+        # audio when its decode starts), so the chunk list is guarded
+        self._lock = threading.Lock()
+        self._chunks: list[Float32Array] = []
+        self._samples = 0
+        self._audio_cache: Float32Array | None = None
+        self._on_partial = on_partial
+        self._partial_task: asyncio.Task[None] | None = None
+        self._new_audio = asyncio.Event()
+        self._finished = False
+        self._last_partial_text = ""
+        self._committed_text = ""
+        self._committed_samples = 0
+        engine.active_segments += 1
+
+    # ---- input ------------------------------------------------------------------------------
+
+    @property
+    def samples(self) -> int:
+        return self._samples
+
+    def feed_pcm16(self, pcm: bytes) -> None:
+        self.feed_native(pcm16_to_float(pcm))
+
+    def feed_native(self, audio: Float32Array) -> None:
+        """Audio at the segment's own sample rate."""
+        self.feed(self._resampler.process(audio))
+
+    def feed(self, audio16k: Float32Array) -> None:
+        """Audio already at 16 kHz."""
+        if self._finished or audio16k.size == 0:
+            return
+        with self._lock:
+            self._chunks.append(audio16k)
+            self._samples += audio16k.size
+            self._audio_cache = None
+        if self._on_partial is not None and self._partial_task is None:
+            self._partial_task = asyncio.get_running_loop().create_task(self._partials_loop())
+        self._new_audio.set()
+
+    def audio(self) -> Float32Array:
+        with self._lock:
+            if self._audio_cache is None:
+                self._audio_cache = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+                self._chunks = [self._audio_cache]
+            return self._audio_cache
+
+    # ---- output -----------------------------------------------------------------------------
+
+    async def finish(self) -> FinalResult:
+        """End of segment: decode the whole utterance. Never waits for a partial in flight."""
+        t0 = time.perf_counter()
+        self._stop_partials()
+        self.feed(self._resampler.flush())
+        self._finished = True
+        audio = self.audio()
+        try:
+            result = await self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang))
+        finally:
+            self.engine.active_segments -= 1
+        return FinalResult(text=result.text, confidence=result.confidence, t_ms=self._t_ms(audio.size),
+                           language=result.language or self.lang, decode_ms=int((time.perf_counter() - t0) * 1000))
+
+    def cancel(self) -> None:
+        """Drop the segment without a final (the peer vanished and nobody is left to read it)."""
+        if not self._finished:
+            self._finished = True
+            self.engine.active_segments -= 1
+        self._stop_partials()
+
+    def _stop_partials(self) -> None:
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+            self._partial_task = None
+
+    @staticmethod
+    def _t_ms(samples: int) -> int:
+        return int(samples * 1000 / TARGET_RATE)
+
+    async def _partials_loop(self) -> None:
+        cfg = self.engine.config
+        interval = cfg.partial_interval_ms / 1000
+        first = cfg.first_partial_ms * TARGET_RATE // 1000
+        decoded_upto = 0
+        try:
+            while not self._finished:
+                if self._samples < first or self._samples == decoded_upto:
+                    self._new_audio.clear()
+                    await self._new_audio.wait()
+                    continue
+                started = time.perf_counter()
+                decoded_upto = self._samples
+                result = await self._partial_once()
+                if result is not None and not self._finished and result.text != self._last_partial_text:
+                    self._last_partial_text = result.text
+                    assert self._on_partial is not None
+                    await self._on_partial(result)
+                # start-to-start cadence; when the decode took longer, the next one starts at once
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a failed partial must not cost the final
+            log.exception("partial_failed")
+
+    async def _partial_once(self) -> PartialResult | None:
+        # The audio is taken when the decode starts, not when it was queued: never a stale partial.
+        snapshot: dict[str, int] = {}
+
+        def work() -> Transcript:
+            audio = self.audio()
+            snapshot["end"] = audio.size
+            snapshot["start"] = self._committed_samples
+            return self.engine.decoder.partial(audio[self._committed_samples:], self.lang)
+
+        result = await self.engine._run("partial", work)
+        if self._finished:
+            return None
+        self._maybe_commit(result, snapshot["start"], snapshot["end"])
+        text = " ".join(t for t in (self._committed_text, self._tail_text(result, snapshot["start"])) if t)
+        return PartialResult(text=text, confidence=result.confidence, t_ms=self._t_ms(snapshot["end"]))
+
+    def _tail_text(self, result: Transcript, start: int) -> str:
+        # after a commit moved past part of this decode, keep only the pieces after it
+        offset = (self._committed_samples - start) / TARGET_RATE
+        return " ".join(p.text for p in result.pieces if p.start >= offset - 0.05)
+
+    def _maybe_commit(self, result: Transcript, start: int, end: int) -> None:
+        window = self.engine.config.partial_window_s
+        tail_s = (end - start) / TARGET_RATE
+        if tail_s <= window or len(result.pieces) < 2 or start != self._committed_samples:
+            return
+        # commit whole Whisper segments that end at least 2 s before the tail's end: text that far
+        # back no longer changes as more audio arrives
+        keep_after = tail_s - 2.0
+        done = [p for p in result.pieces[:-1] if p.end <= keep_after]
+        if not done:
+            return
+        self._committed_text = " ".join(t for t in (self._committed_text, *(p.text for p in done)) if t)
+        self._committed_samples = start + int(done[-1].end * TARGET_RATE)

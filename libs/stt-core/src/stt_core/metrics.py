@@ -1,0 +1,80 @@
+"""Prometheus text exposition without a dependency: a few counters, gauges and one histogram."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+
+DECODE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    def __init__(self, buckets: tuple[float, ...] = DECODE_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.n += 1
+
+
+class Metrics:
+    """Thread-safe: decode times are observed from the decode pools' threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sessions_total = 0
+        self.segments_total = 0
+        self.audio_seconds_total = 0.0
+        self.errors: Counter[str] = Counter()
+        self.decode = {"final": Histogram(), "partial": Histogram()}
+
+    def observe_decode(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            self.decode[kind].observe(seconds)
+
+    def count(self, field: str, by: float = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + by)
+
+    def error(self, code: str) -> None:
+        with self._lock:
+            self.errors[code] += 1
+
+    def render(self, *, active_sessions: int, active_segments: int) -> str:
+        with self._lock:
+            lines = [
+                "# HELP stt_active_sessions WebSocket sessions open now.",
+                "# TYPE stt_active_sessions gauge",
+                f"stt_active_sessions {active_sessions}",
+                "# HELP stt_active_segments Segments being streamed or decoded now.",
+                "# TYPE stt_active_segments gauge",
+                f"stt_active_segments {active_segments}",
+                "# HELP stt_sessions_total Sessions accepted since start.",
+                "# TYPE stt_sessions_total counter",
+                f"stt_sessions_total {self.sessions_total}",
+                "# HELP stt_segments_total Segments finalised since start.",
+                "# TYPE stt_segments_total counter",
+                f"stt_segments_total {self.segments_total}",
+                "# HELP stt_audio_seconds_total Seconds of audio received.",
+                "# TYPE stt_audio_seconds_total counter",
+                f"stt_audio_seconds_total {self.audio_seconds_total:.3f}",
+                "# HELP stt_errors_total Error messages sent to clients, by code.",
+                "# TYPE stt_errors_total counter",
+            ]
+            lines += [f'stt_errors_total{{code="{code}"}} {n}' for code, n in sorted(self.errors.items())]
+            lines += ["# HELP stt_decode_seconds Time spent in one decode, by kind.",
+                      "# TYPE stt_decode_seconds histogram"]
+            for kind, h in self.decode.items():
+                acc = 0
+                for bound, n in zip(h.buckets, h.counts, strict=False):
+                    acc += n
+                    lines.append(f'stt_decode_seconds_bucket{{kind="{kind}",le="{bound}"}} {acc}')
+                lines.append(f'stt_decode_seconds_bucket{{kind="{kind}",le="+Inf"}} {h.n}')
+                lines.append(f'stt_decode_seconds_sum{{kind="{kind}"}} {h.total:.6f}')
+                lines.append(f'stt_decode_seconds_count{{kind="{kind}"}} {h.n}')
+        return "\n".join(lines) + "\n"

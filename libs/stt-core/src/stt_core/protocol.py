@@ -1,0 +1,149 @@
+"""The ``/stt`` WebSocket protocol: typed messages, decoded once.
+
+Client -> server (JSON text frames, plus binary frames of PCM S16LE mono)::
+
+    {"type":"init","session_id":"optional-id","sample_rate":16000,"lang":"en","enable_partials":true}
+    <binary PCM frames, 20-40 ms each>
+    {"type":"end"}
+    {"type":"health"}                      (extension: ask for a health message)
+
+Server -> client (JSON text frames)::
+
+    {"type":"ready", ...}                  (extension: init accepted)
+    {"type":"partial","text":"...","confidence":0.0,"t_ms":0}
+    {"type":"final","text":"...","confidence":0.0,"t_ms":0}
+    {"type":"health","ok":true}
+    {"type":"error","code":"...","message":"..."}
+
+These field names are fixed by existing clients. Extra fields are only ever added, never renamed,
+and unknown fields from clients are ignored so older and newer peers keep working together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
+
+from .audio import MAX_RATE, MIN_RATE
+from .errors import PeerError
+
+PROTOCOL_VERSION = 1
+
+
+class _Message(BaseModel):
+    # Unknown fields from newer clients are ignored rather than refused.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Init(_Message):
+    type: Literal["init"]
+    session_id: str | None = Field(default=None, max_length=128)
+    # strict: "16000" or "fast" is a client bug worth reporting, not something to guess at
+    sample_rate: StrictInt = Field(default=16_000, ge=MIN_RATE, le=MAX_RATE)
+    lang: str | None = Field(default="en", max_length=16)
+    enable_partials: StrictBool = True
+
+
+class End(_Message):
+    type: Literal["end"]
+
+
+class HealthRequest(_Message):
+    type: Literal["health"]
+
+
+ClientMessage = Annotated[Init | End | HealthRequest, Field(discriminator="type")]
+_client_adapter: TypeAdapter[Init | End | HealthRequest] = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("init", "end", "health")
+
+
+def decode_client_message(text: str) -> Init | End | HealthRequest:
+    """Decode one text frame from a client, or raise ``PeerError`` with a stable code."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PeerError("not_json", "text frames must be JSON objects") from None
+    if not isinstance(raw, dict):
+        raise PeerError("not_json", "text frames must be JSON objects")
+    kind = raw.get("type")
+    if kind not in CLIENT_TYPES:
+        raise PeerError("unknown_type", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+    try:
+        return _client_adapter.validate_python(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"][1:]) or "message"
+        code = "bad_sample_rate" if field == "sample_rate" else "invalid_message"
+        raise PeerError(code, f"{kind}: {field}: {err['msg']} (got {err.get('input')!r})",
+                        fatal=kind == "init") from None
+
+
+# ---- server -> client -------------------------------------------------------------------------
+
+
+class Ready(_Message):
+    type: Literal["ready"] = "ready"
+    session_id: str
+    sample_rate: int
+    model: str
+    partial_interval_ms: int
+    protocol: int = PROTOCOL_VERSION
+
+
+class Partial(_Message):
+    type: Literal["partial"] = "partial"
+    text: str
+    confidence: float
+    t_ms: int
+    session_id: str | None = None
+    segment: int = 0
+
+
+class Final(_Message):
+    type: Literal["final"] = "final"
+    text: str
+    confidence: float
+    t_ms: int
+    session_id: str | None = None
+    segment: int = 0
+    language: str | None = None
+    # seconds from `end` (or the start of the final's decode) to this message being built
+    decode_ms: int = 0
+    model: str | None = None
+    # why the segment ended: the client's `end`, the server's segment length limit, or shutdown
+    reason: Literal["end", "max_segment", "shutdown"] = "end"
+
+
+class Health(_Message):
+    type: Literal["health"] = "health"
+    ok: bool
+    model: str | None = None
+    device: str | None = None
+    compute_type: str | None = None
+    active_sessions: int | None = None
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+ServerMessage = Annotated[Ready | Partial | Final | Health | Error, Field(discriminator="type")]
+_server_adapter: TypeAdapter[Ready | Partial | Final | Health | Error] = TypeAdapter(ServerMessage)
+
+
+def encode(message: _Message) -> str:
+    """One JSON text frame."""
+    return message.model_dump_json(exclude_none=True)
+
+
+def decode_server_message(text: str) -> Ready | Partial | Final | Health | Error:
+    """Used by clients (the worker's ws backend): decode one server frame or raise ``PeerError``."""
+    try:
+        raw: Any = json.loads(text)
+        return _server_adapter.validate_python(raw)
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise PeerError("bad_server_message", f"unexpected message from server: {text[:200]!r} ({exc})") from None

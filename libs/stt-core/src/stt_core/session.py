@@ -1,0 +1,205 @@
+"""The ``/stt`` session as a plain state machine: frames in, actions out (no sockets, no clock).
+
+The server's WebSocket handler feeds it every frame and carries out the actions it returns; the
+tests feed it lists of frames. States, and what moves between them::
+
+    AWAITING_INIT --init--> IDLE --pcm--> IN_SEGMENT --end--> IDLE ... --(fatal error)--> CLOSED
+
+After a final, the next binary frame starts the next segment of the same connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+
+from . import protocol as p
+from .errors import PeerError
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (documented in the README)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY = 1008  # protocol violated in a way the session cannot recover from
+    TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
+    INTERNAL = 1011
+    TRY_AGAIN = 1013  # MAX_SESSIONS reached
+    IDLE = 4408  # nothing received for IDLE_TIMEOUT_S
+
+
+class State(enum.Enum):
+    AWAITING_INIT = "awaiting_init"
+    IDLE = "idle"
+    IN_SEGMENT = "in_segment"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Send:
+    message: p.Ready | p.Partial | p.Final | p.Health | p.Error
+
+
+@dataclass(frozen=True)
+class OpenSegment:
+    index: int
+    sample_rate: int
+    lang: str | None
+    enable_partials: bool
+
+
+@dataclass(frozen=True)
+class Audio:
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class EndSegment:
+    reason: str  # "end" | "max_segment"
+
+
+@dataclass(frozen=True)
+class Close:
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class HealthWanted:
+    """The client asked for a health message; the adapter knows the live figures."""
+
+
+Action = Send | OpenSegment | Audio | EndSegment | Close | HealthWanted
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_frame_bytes: int = 64 * 1024
+    max_segment_s: float = 60.0
+    # A flood of tiny frames costs per-message work without carrying audio: 20 ms frames are 50/s.
+    max_frames_per_s: int = 400
+
+
+@dataclass
+class SessionMachine:
+    """One connection's protocol state. ``model`` and ``partial_interval_ms`` only fill ``ready``."""
+
+    limits: Limits = field(default_factory=Limits)
+    model: str = ""
+    partial_interval_ms: int = 300
+    state: State = State.AWAITING_INIT
+    session_id: str = ""
+    sample_rate: int = 16_000
+    lang: str | None = "en"
+    enable_partials: bool = True
+    segment: int = 0
+    _segment_bytes: int = 0
+    _window_start: float = 0.0
+    _window_frames: int = 0
+
+    # ---- inputs -----------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> list[Action]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            msg = p.decode_client_message(text)
+        except PeerError as exc:
+            return self._error(exc)
+        if isinstance(msg, p.Init):
+            return self._on_init(msg)
+        if isinstance(msg, p.End):
+            return self._on_end()
+        return [HealthWanted()]
+
+    def receive_bytes(self, data: bytes, now: float) -> list[Action]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.AWAITING_INIT:
+            return self._error(PeerError("audio_before_init", "send an init message before audio", fatal=True))
+        if len(data) > self.limits.max_frame_bytes:
+            return self._error(PeerError(
+                "frame_too_large",
+                f"binary frame of {len(data)} bytes is over the limit of {self.limits.max_frame_bytes}",
+                fatal=True), close=CloseCode.TOO_BIG)
+        if self._flooding(now):
+            return self._error(PeerError(
+                "flood", f"more than {self.limits.max_frames_per_s} frames per second; send 20-40 ms frames",
+                fatal=True))
+        if len(data) % 2:
+            # Alignment of the rest is unknown, so the frame is refused whole and said so.
+            return self._error(PeerError("odd_length", f"PCM S16LE frames hold whole samples; got {len(data)} bytes"))
+        if not data:
+            return []
+        actions: list[Action] = []
+        if self.state is State.IDLE:
+            self.segment += 1
+            self._segment_bytes = 0
+            self.state = State.IN_SEGMENT
+            actions.append(OpenSegment(self.segment, self.sample_rate, self.lang, self.enable_partials))
+        self._segment_bytes += len(data)
+        actions.append(Audio(data))
+        if self._segment_bytes / 2 / self.sample_rate >= self.limits.max_segment_s:
+            # A runaway segment is closed with a final rather than refused: nothing said is lost.
+            self.state = State.IDLE
+            actions.append(EndSegment("max_segment"))
+        return actions
+
+    def idle_timeout(self) -> list[Action]:
+        """The adapter calls this when nothing arrived for IDLE_TIMEOUT_S."""
+        if self.state is State.CLOSED:
+            return []
+        actions: list[Action] = []
+        if self.state is State.IN_SEGMENT:
+            actions.append(EndSegment("end"))
+        self.state = State.CLOSED
+        actions += [Send(p.Error(code="idle_timeout", message="nothing received for too long")),
+                    Close(CloseCode.IDLE, "idle timeout")]
+        return actions
+
+    def shutdown(self) -> list[Action]:
+        """The server is stopping: finish the open segment's final, then close with 1001."""
+        if self.state is State.CLOSED:
+            return []
+        actions: list[Action] = [EndSegment("shutdown")] if self.state is State.IN_SEGMENT else []
+        self.state = State.CLOSED
+        return [*actions, Close(CloseCode.GOING_AWAY, "server shutting down")]
+
+    # ---- transitions ------------------------------------------------------------------------
+
+    def _on_init(self, msg: p.Init) -> list[Action]:
+        if self.state is not State.AWAITING_INIT:
+            return self._error(PeerError("already_initialized", "init may be sent once per connection"))
+        self.session_id = msg.session_id or uuid.uuid4().hex[:12]
+        self.sample_rate = msg.sample_rate
+        self.lang = msg.lang or None
+        self.enable_partials = msg.enable_partials
+        self.state = State.IDLE
+        return [Send(p.Ready(session_id=self.session_id, sample_rate=self.sample_rate, model=self.model,
+                             partial_interval_ms=self.partial_interval_ms))]
+
+    def _on_end(self) -> list[Action]:
+        if self.state is State.AWAITING_INIT:
+            return self._error(PeerError("end_before_init", "send an init message first"))
+        if self.state is State.IDLE:
+            return self._error(PeerError("empty_segment", "end received with no audio since the last final"))
+        self.state = State.IDLE
+        return [EndSegment("end")]
+
+    def _flooding(self, now: float) -> bool:
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_frames = now, 0
+        self._window_frames += 1
+        return self._window_frames > self.limits.max_frames_per_s
+
+    def _error(self, exc: PeerError, close: CloseCode = CloseCode.POLICY) -> list[Action]:
+        actions: list[Action] = [Send(p.Error(code=exc.code, message=exc.message))]
+        if exc.fatal:
+            if self.state is State.IN_SEGMENT:
+                # What was heard so far still gets its final before the close.
+                actions.insert(0, EndSegment("end"))
+            self.state = State.CLOSED
+            actions.append(Close(close, exc.code))
+        return actions
