@@ -21,7 +21,8 @@ LogFormat = Literal["auto", "json", "console"]
 class CommonSettings(BaseSettings):
     """Variables both apps understand."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # an empty variable (STT_TOKEN= in an env file) means "unset", not "the empty string"
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True)
 
     whisper_model: str | None = Field(default=None, description="embedded tiny.en when unset")
     compute_type: str | None = Field(default=None, description="float16 on cuda, int8 on cpu when unset")

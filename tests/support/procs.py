@@ -1,0 +1,117 @@
+"""Child processes the tests start for real: mosquitto and the console scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float, proc: Proc | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early: {proc.output()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {port} within {timeout} s")
+
+
+class Proc:
+    """A child in its own process group with its output in a file; always ended by ``stop``."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, name: str = "proc",
+                 stdin: int | None = subprocess.DEVNULL, clean_env: bool = False) -> None:
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"stt-{name}-"))
+        self.log = self.dir / "output.log"
+        self._fh = open(self.log, "wb")  # noqa: SIM115 - lives as long as the process
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")} if clean_env else dict(os.environ)
+        base.update(env or {})
+        self.p = subprocess.Popen(argv, env=base, stdout=self._fh, stderr=subprocess.STDOUT, stdin=stdin,
+                                  start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.p.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.p.wait(5)
+            return None
+
+    def wait(self, timeout: float) -> int:
+        return self.p.wait(timeout)
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+
+class Mosquitto:
+    """A real broker on a free loopback port; ``restart`` keeps the port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            raise RuntimeError("mosquitto is not installed: run make setup")
+        self.exe = exe
+        self.port = port or free_port()
+        self.conf = Path(tempfile.mkdtemp(prefix="stt-mosquitto-")) / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc: Proc | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = Proc([self.exe, "-c", str(self.conf)], name="mosquitto")
+        wait_port(self.port, 10, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+def start_server(env: dict[str, str] | None = None, port: int | None = None) -> tuple[Proc, int]:
+    """The real stt-server console script on a free port, embedded model, CPU."""
+    port = port or free_port()
+    full = {"HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "LOG_FORMAT": "json"}
+    full.update(env or {})
+    for var in ("WHISPER_MODEL", "STT_TOKEN"):
+        if var not in full:
+            full[var] = ""
+    proc = Proc([str(VENV_BIN / "stt-server")], env=full, name="server")
+    wait_port(port, 60, proc)
+    return proc, port
