@@ -11,6 +11,11 @@ whisper_streaming's local agreement, simplified): once the undecided tail is lon
 ``partial_window_s``, the Whisper segments that end well before the tail's end are committed, and
 later partials decode only the audio after them. The final always decodes the whole utterance, so its
 accuracy is the offline decoder's.
+
+The final need not wait for the end of the segment either. A caller that knows trailing silence has
+begun (the worker's voice gate, ``pause()``) lets the engine start the final's decode then, while the
+hangover runs; ``resume()`` (speech came back) drops it. At ``finish()`` a speculative decode whose
+audio ends where speech ended is the final: only silence came after it.
 """
 
 from __future__ import annotations
@@ -125,6 +130,7 @@ class Segment:
         self._last_partial_text = ""
         self._committed_text = ""
         self._committed_samples = 0
+        self._speculative: asyncio.Task[Transcript] | None = None
         engine.active_segments += 1
 
     # ---- input ------------------------------------------------------------------------------
@@ -161,6 +167,20 @@ class Segment:
 
     # ---- output -----------------------------------------------------------------------------
 
+    def pause(self) -> None:
+        """Trailing silence began: start decoding the final now, on the audio so far."""
+        if self._finished or self._speculative is not None:
+            return
+        audio = self.audio()
+        self._speculative = asyncio.get_running_loop().create_task(
+            self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang)))
+
+    def resume(self) -> None:
+        """Speech came back: the speculative final is stale (its thread finishes; the result is dropped)."""
+        if self._speculative is not None:
+            self._speculative.cancel()
+            self._speculative = None
+
     async def finish(self) -> FinalResult:
         """End of segment: decode the whole utterance. Never waits for a partial in flight."""
         t0 = time.perf_counter()
@@ -168,8 +188,12 @@ class Segment:
         self.feed(self._resampler.flush())
         self._finished = True
         audio = self.audio()
+        speculative, self._speculative = self._speculative, None
         try:
-            result = await self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang))
+            if speculative is not None:
+                result = await speculative
+            else:
+                result = await self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang))
         finally:
             self.engine.active_segments -= 1
         return FinalResult(text=result.text, confidence=result.confidence, t_ms=self._t_ms(audio.size),
@@ -181,6 +205,7 @@ class Segment:
             self._finished = True
             self.engine.active_segments -= 1
         self._stop_partials()
+        self.resume()
 
     def _stop_partials(self) -> None:
         if self._partial_task is not None:

@@ -1,0 +1,148 @@
+"""The microphone, through PortAudio (sounddevice). Opened at a rate the device supports and
+resampled to 16 kHz, so a USB microphone that only does 44.1 or 48 kHz works. A device that goes away
+(USB unplugged) is reopened, with backoff, when it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from stt_core.audio import TARGET_RATE
+from stt_core.backoff import Backoff
+from stt_core.errors import ConfigError
+
+from .sources import Converter
+
+log = structlog.get_logger(__name__)
+
+# no callback for this long means the device is gone even if PortAudio did not say so
+STALL_S = 2.0
+
+
+def _sd() -> Any:
+    import sounddevice
+
+    return sounddevice
+
+
+def input_devices() -> list[dict[str, Any]]:
+    sd = _sd()
+    return [dict(d, index=i) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+
+
+def describe_devices() -> str:
+    sd = _sd()
+    try:
+        default_in = sd.default.device[0]
+    except Exception:  # noqa: BLE001 - no default device at all
+        default_in = -1
+    lines = []
+    for d in input_devices():
+        mark = "*" if d["index"] == default_in else " "
+        lines.append(f"{mark} {d['index']:>2}  {d['name']}  ({d['max_input_channels']} ch, "
+                     f"{int(d['default_samplerate'])} Hz)")
+    return "\n".join(lines) if lines else "(no input devices)"
+
+
+def find_device(spec: str | None) -> int | None:
+    """AUDIO_DEVICE as an index, an exact name or a unique part of a name; None: the default device."""
+    if spec is None or spec.strip() in ("", "default"):
+        return None
+    devices = input_devices()
+    if spec.strip().isdigit():
+        index = int(spec)
+        if any(d["index"] == index for d in devices):
+            return index
+    else:
+        exact = [d for d in devices if d["name"] == spec]
+        part = exact or [d for d in devices if spec.lower() in d["name"].lower()]
+        if len(part) == 1:
+            return int(part[0]["index"])
+        if len(part) > 1:
+            names = "; ".join(f"{d['index']}: {d['name']}" for d in part)
+            raise ConfigError("AUDIO_DEVICE", f"{spec!r} matches several input devices ({names}); give the index")
+    names = "; ".join(f"{d['index']}: {d['name']}" for d in devices) or "none"
+    raise ConfigError("AUDIO_DEVICE", f"no input device {spec!r}; input devices: {names}")
+
+
+def pick_rate(device: int | None) -> int:
+    """16 kHz when the device takes it; otherwise its own default rate (we resample)."""
+    sd = _sd()
+    try:
+        sd.check_input_settings(device=device, channels=1, samplerate=TARGET_RATE, dtype="int16")
+        return TARGET_RATE
+    except Exception:  # noqa: BLE001 - PortAudio says "Invalid sample rate" in several ways
+        info = sd.query_devices(device, "input")
+        return int(info["default_samplerate"])
+
+
+class MicSource:
+    def __init__(self, device: str | None, frame_ms: int) -> None:
+        self.spec = device
+        self.frame_ms = frame_ms
+        self.device = find_device(device)  # a missing device is a configuration error at start
+        self.describe = f"mic:{device or 'default'}"
+        self.backoff = Backoff(initial=0.5, cap=10.0)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async for frame in self._open_and_read():
+                    yield frame
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any PortAudio failure: reopen later
+                log.warning("mic_lost", device=self.spec or "default", error=str(exc))
+            await asyncio.sleep(self.backoff.next_delay())
+            self._rescan()
+
+    def _rescan(self) -> None:
+        # PortAudio enumerates devices once per initialisation; re-initialise to see a re-plugged one
+        sd = _sd()
+        with contextlib.suppress(Exception):
+            sd._terminate()
+            sd._initialize()
+        with contextlib.suppress(ConfigError):
+            self.device = find_device(self.spec)
+
+    async def _open_and_read(self) -> AsyncIterator[bytes]:
+        sd = _sd()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=500)
+        rate = pick_rate(self.device)
+        conv = Converter(rate, 1, self.frame_ms)
+
+        def put(item: bytes | Exception) -> None:
+            if queue.full():  # the loop fell behind: drop the oldest rather than block PortAudio's thread
+                queue.get_nowait()
+            queue.put_nowait(item)
+
+        def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            if status and status.input_overflow:
+                log.debug("mic_overflow")
+            loop.call_soon_threadsafe(put, bytes(indata))
+
+        def finished() -> None:
+            loop.call_soon_threadsafe(put, RuntimeError("stream stopped"))
+
+        stream = sd.RawInputStream(device=self.device, channels=1, samplerate=rate, dtype="int16",
+                                   blocksize=rate * self.frame_ms // 1000, callback=callback,
+                                   finished_callback=finished)
+        with stream:
+            log.info("mic_open", device=self.spec or "default", index=self.device, rate=rate,
+                     resampled=rate != TARGET_RATE)
+            self.backoff.reset()
+            while True:
+                try:
+                    async with asyncio.timeout(STALL_S):
+                        item = await queue.get()
+                except TimeoutError:
+                    raise RuntimeError(f"no audio from the device for {STALL_S} s") from None
+                if isinstance(item, Exception):
+                    raise item
+                for frame in conv.push(item):
+                    yield frame

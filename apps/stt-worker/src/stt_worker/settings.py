@@ -1,0 +1,95 @@
+"""stt-worker's variables, parsed once at start (environment, then the env file)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from stt_core.settings import CommonSettings
+from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
+
+
+def _default_site_id() -> str:
+    # MQTT topic levels must not contain + # or /, and Home Assistant ids read best lower-case
+    host = socket.gethostname().split(".")[0].lower()
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in host) or "stt"
+
+
+class WorkerSettings(CommonSettings):
+    # ---- backends
+    stt_backend: Literal["local", "ws"] = "local"
+    stt_fallback: Literal["local", "none"] = "local"
+    ws_url: str = Field(default="ws://localhost:9000/stt", pattern=r"^wss?://")
+    ws_token: SecretStr | None = None
+    # a server that has not sent the final this long after `end` is treated as down for this utterance
+    ws_final_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    ws_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)
+    device: str = Field(default="cpu", pattern="^(?i)(cuda|cpu|auto)$")
+    lang: str = "en"
+    # ---- audio
+    audio_source: str = "mic"
+    audio_device: str | None = None
+    audio_realtime: bool = True
+    # ---- voice gate
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    vad_frame_ms: int = 30
+    vad_preroll_ms: int = Field(default=300, ge=0, le=5000)
+    vad_hangover_ms: int = Field(default=600, ge=60, le=10_000)
+    vad_min_speech_ms: int = Field(default=250, ge=0, le=10_000)
+    vad_max_utterance_s: float = Field(default=30.0, gt=1, le=600)
+    # ---- MQTT
+    mqtt_host: str = "localhost"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    mqtt_base_topic: str = Field(default="stt", min_length=1)
+    mqtt_client_id: str | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # finals kept while the broker is away; past this the oldest are dropped (and logged)
+    mqtt_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    site_id: str = Field(default_factory=_default_site_id, min_length=1, max_length=64)
+    # ---- shutdown
+    shutdown_timeout_s: float = Field(default=4.0, gt=0, le=60)
+
+    @field_validator("vad_frame_ms")
+    @classmethod
+    def _frame(cls, v: int) -> int:
+        if v not in FRAME_MS_ALLOWED:
+            raise ValueError(f"must be one of {', '.join(map(str, FRAME_MS_ALLOWED))} (webrtcvad frame sizes)")
+        return v
+
+    @field_validator("site_id", "mqtt_base_topic")
+    @classmethod
+    def _topic_level(cls, v: str) -> str:
+        if any(ch in v for ch in "+#") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must not contain + or # nor start or end with /")
+        return v
+
+    @field_validator("audio_source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v not in ("mic", "-") and not Path(v).is_file():
+            raise ValueError("must be mic, - (stdin) or the path of a WAV file that exists")
+        return v
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("file does not exist")
+        return v
+
+    def vad_config(self) -> VadConfig:
+        return VadConfig(frame_ms=self.vad_frame_ms, aggressiveness=self.vad_aggressiveness,
+                         preroll_ms=self.vad_preroll_ms, hangover_ms=self.vad_hangover_ms,
+                         min_speech_ms=self.vad_min_speech_ms, max_utterance_s=self.vad_max_utterance_s)
+
+    @property
+    def topic(self) -> str:
+        return f"{self.mqtt_base_topic}/{self.site_id}"

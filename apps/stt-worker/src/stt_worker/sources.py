@@ -1,0 +1,118 @@
+"""Audio sources: a WAV file, raw PCM on stdin (the microphone lives in mic.py). Each is an async
+iterator of 16 kHz mono S16LE frames of exactly ``frame_ms``, whatever the input's rate and channels."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from stt_core.audio import TARGET_RATE, StreamResampler, downmix, float_to_pcm16
+from stt_core.errors import ConfigError
+
+
+class Framer:
+    """Cuts a byte stream into frames of a fixed size, keeping the remainder for the next chunk."""
+
+    def __init__(self, frame_bytes: int) -> None:
+        self.frame_bytes = frame_bytes
+        self._buf = bytearray()
+
+    def push(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        n = len(self._buf) // self.frame_bytes
+        frames = [bytes(self._buf[i * self.frame_bytes:(i + 1) * self.frame_bytes]) for i in range(n)]
+        del self._buf[:n * self.frame_bytes]
+        return frames
+
+    def flush(self) -> list[bytes]:
+        """The remainder padded with silence to a whole frame (the end of a file is not cut)."""
+        if not self._buf:
+            return []
+        frame = bytes(self._buf) + b"\0" * (self.frame_bytes - len(self._buf))
+        self._buf.clear()
+        return [frame]
+
+
+class Converter:
+    """Any S16LE rate and channel count to 16 kHz mono frames."""
+
+    def __init__(self, rate: int, channels: int, frame_ms: int) -> None:
+        self.channels = channels
+        self.resampler = StreamResampler(rate)
+        self.framer = Framer(TARGET_RATE * frame_ms // 1000 * 2)
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        mono = downmix(samples[: len(samples) - len(samples) % self.channels], self.channels)
+        return self.framer.push(float_to_pcm16(self.resampler.process(mono)))
+
+    def flush(self) -> list[bytes]:
+        return self.framer.push(float_to_pcm16(self.resampler.flush())) + self.framer.flush()
+
+
+class WavSource:
+    """A WAV file (any rate, any channels, 16-bit), played in real time unless ``realtime`` is off."""
+
+    def __init__(self, path: Path, frame_ms: int, *, realtime: bool = True) -> None:
+        self.path = path
+        self.frame_ms = frame_ms
+        self.realtime = realtime
+        try:
+            with wave.open(str(path)) as w:
+                if w.getsampwidth() != 2:
+                    raise ConfigError("AUDIO_SOURCE", f"{path} is {8 * w.getsampwidth()}-bit; 16-bit PCM WAV needed")
+                self.rate, self.channels = w.getframerate(), w.getnchannels()
+        except (wave.Error, EOFError) as exc:
+            raise ConfigError("AUDIO_SOURCE", f"{path} is not a PCM WAV file: {exc}") from None
+        self.describe = f"wav:{path.name} ({self.rate} Hz, {self.channels} ch)"
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        conv = Converter(self.rate, self.channels, self.frame_ms)
+        t0 = time.monotonic()
+        sent = 0
+        with wave.open(str(self.path)) as w:
+            chunk = max(1, self.rate * self.frame_ms // 1000)
+            while True:
+                data = w.readframes(chunk)
+                out = conv.push(data) if data else conv.flush()
+                for frame in out:
+                    yield frame
+                    sent += 1
+                    if self.realtime:
+                        # pace by the clock, not by sleeping a fixed step: no drift over a long file
+                        ahead = t0 + sent * self.frame_ms / 1000 - time.monotonic()
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
+                if not out and not self.realtime:
+                    await asyncio.sleep(0)  # let the rest of the worker run between frames
+                if not data:
+                    return
+
+
+class StdinSource:
+    """Raw S16LE 16 kHz mono on stdin (``arecord -f S16_LE -r 16000 -c 1 -t raw | stt-worker``)."""
+
+    describe = "stdin (S16LE 16 kHz mono)"
+
+    def __init__(self, frame_ms: int) -> None:
+        self.frame_ms = frame_ms
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        framer = Framer(TARGET_RATE * self.frame_ms // 1000 * 2)
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                for frame in framer.flush():
+                    yield frame
+                return
+            for frame in framer.push(data):
+                yield frame

@@ -1,0 +1,212 @@
+"""The voice gate: 16 kHz PCM frames in, utterance events out. A plain state machine.
+
+``VadGate.feed(frame)`` classifies the frame (webrtcvad by default, any ``is_speech`` callable in
+tests) and returns events. The gate opens when enough of the recent frames are voiced, and then
+hands out the *pre-roll* too (the frames just before the trigger), so the first word's onset is never
+cut. It closes after ``hangover_ms`` of unvoiced audio, or at ``max_utterance_s``. Utterances with less
+voiced audio than ``min_speech_ms`` (a click, a cough, a door) are discarded, not transcribed.
+
+A ``Pause`` event marks the start of trailing silence inside an open gate: a consumer may begin
+decoding speculatively there and drop the work on ``Resume`` (the hangover is the cost of knowing a
+sentence has ended; the decoder need not wait for it).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SAMPLE_RATE = 16_000
+FRAME_MS_ALLOWED = (10, 20, 30)
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    frame_ms: int = 30
+    aggressiveness: int = 2
+    # audio kept from before the trigger and sent with it: the first word's onset lives here
+    preroll_ms: int = 300
+    # voiced ms needed within the trigger window to open the gate
+    start_ms: int = 90
+    start_window_ms: int = 150
+    hangover_ms: int = 600
+    min_speech_ms: int = 250
+    max_utterance_s: float = 30.0
+    # trailing silence after which a Pause is announced (speculative decoding may start)
+    pause_ms: int = 150
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in FRAME_MS_ALLOWED:
+            raise ValueError(f"frame_ms must be one of {FRAME_MS_ALLOWED}, got {self.frame_ms}")
+        if not 0 <= self.aggressiveness <= 3:
+            raise ValueError(f"aggressiveness must be 0-3, got {self.aggressiveness}")
+
+    @property
+    def frame_bytes(self) -> int:
+        return SAMPLE_RATE * self.frame_ms // 1000 * 2
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    """The gate opened. ``audio`` is the pre-roll plus the triggering frames, in order."""
+
+    audio: bytes
+    t_ms: int  # stream time of the first frame in ``audio``
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Trailing silence reached ``pause_ms``; ``voiced_end_ms`` is stream time of the last voiced frame."""
+
+    voiced_end_ms: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Speech came back before the hangover ran out: anything started at ``Pause`` is stale."""
+
+
+@dataclass(frozen=True)
+class SpeechEnd:
+    reason: str  # "silence" | "max_length" | "flush" | "forced"
+    voiced_ms: int
+    voiced_end_ms: int  # stream time of the last voiced frame
+
+
+@dataclass(frozen=True)
+class SpeechDiscarded:
+    """The gate closed on too little voiced audio (a click or a cough): no transcript."""
+
+    voiced_ms: int
+
+
+Event = SpeechStart | SpeechAudio | Pause | Resume | SpeechEnd | SpeechDiscarded
+
+
+class State(enum.Enum):
+    SILENT = "silent"
+    SPEAKING = "speaking"
+
+
+def webrtc_classifier(aggressiveness: int) -> Callable[[bytes], bool]:
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+
+    def is_speech(frame: bytes) -> bool:
+        return bool(vad.is_speech(frame, SAMPLE_RATE))
+
+    return is_speech
+
+
+class VadGate:
+    def __init__(self, config: VadConfig | None = None, is_speech: Callable[[bytes], bool] | None = None) -> None:
+        self.config = config or VadConfig()
+        self.is_speech = is_speech or webrtc_classifier(self.config.aggressiveness)
+        c = self.config
+        self._preroll: collections.deque[tuple[bytes, bool]] = collections.deque(maxlen=max(1, c.preroll_ms // c.frame_ms))
+        self._window: collections.deque[bool] = collections.deque(maxlen=max(1, c.start_window_ms // c.frame_ms))
+        self.state = State.SILENT
+        self.t_ms = 0  # stream time at the end of the last frame fed
+        self._voiced_ms = 0
+        self._unvoiced_run_ms = 0
+        self._utterance_ms = 0
+        self._voiced_end_ms = 0
+        self._paused = False
+        self.forced_open = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.SPEAKING
+
+    @property
+    def voiced_end_ms(self) -> int:
+        """Stream time at the end of the last voiced frame of the open utterance."""
+        return self._voiced_end_ms
+
+    def feed(self, frame: bytes) -> list[Event]:
+        c = self.config
+        if len(frame) != c.frame_bytes:
+            raise ValueError(f"frames must be {c.frame_bytes} bytes ({c.frame_ms} ms at 16 kHz), got {len(frame)}")
+        voiced = self.is_speech(frame)
+        self.t_ms += c.frame_ms
+        if self.state is State.SILENT:
+            return self._feed_silent(frame, voiced)
+        return self._feed_speaking(frame, voiced)
+
+    def open(self) -> list[Event]:
+        """Open the gate now (push-to-talk, a wake word elsewhere): the pre-roll is sent at once and
+        the utterance ends on the usual hangover, but is never discarded as too short."""
+        if self.state is State.SPEAKING:
+            return []
+        self.forced_open = True
+        frames = list(self._preroll)
+        self._preroll.clear()
+        return [self._start(frames, voiced_ms=0)]
+
+    def close(self, reason: str = "flush") -> list[Event]:
+        """End the open utterance now (end of input, shutdown, stop listening)."""
+        if self.state is not State.SPEAKING:
+            return []
+        return [self._end(reason)]
+
+    # ---- states -----------------------------------------------------------------------------
+
+    def _feed_silent(self, frame: bytes, voiced: bool) -> list[Event]:
+        c = self.config
+        self._preroll.append((frame, voiced))
+        self._window.append(voiced)
+        if sum(self._window) * c.frame_ms < c.start_ms:
+            return []
+        frames = list(self._preroll)
+        self._preroll.clear()
+        self._window.clear()
+        return [self._start(frames, voiced_ms=sum(v for _, v in frames) * c.frame_ms)]
+
+    def _start(self, frames: list[tuple[bytes, bool]], voiced_ms: int) -> SpeechStart:
+        c = self.config
+        self.state = State.SPEAKING
+        self._voiced_ms = voiced_ms
+        self._utterance_ms = len(frames) * c.frame_ms
+        self._unvoiced_run_ms = 0
+        self._voiced_end_ms = self.t_ms
+        self._paused = False
+        return SpeechStart(b"".join(f for f, _ in frames), t_ms=self.t_ms - self._utterance_ms)
+
+    def _feed_speaking(self, frame: bytes, voiced: bool) -> list[Event]:
+        c = self.config
+        events: list[Event] = [SpeechAudio(frame)]
+        self._utterance_ms += c.frame_ms
+        if voiced:
+            self._voiced_ms += c.frame_ms
+            self._unvoiced_run_ms = 0
+            self._voiced_end_ms = self.t_ms
+            if self._paused:
+                self._paused = False
+                events.append(Resume())
+        else:
+            self._unvoiced_run_ms += c.frame_ms
+            if not self._paused and self._unvoiced_run_ms >= c.pause_ms:
+                self._paused = True
+                events.append(Pause(self._voiced_end_ms))
+        if self._unvoiced_run_ms >= c.hangover_ms:
+            events.append(self._end("silence"))
+        elif self._utterance_ms >= c.max_utterance_s * 1000:
+            events.append(self._end("max_length"))
+        return events
+
+    def _end(self, reason: str) -> SpeechEnd | SpeechDiscarded:
+        self.state = State.SILENT
+        voiced = self._voiced_ms
+        forced, self.forced_open = self.forced_open, False
+        self._window.clear()
+        if voiced < self.config.min_speech_ms and not forced:
+            return SpeechDiscarded(voiced)
+        return SpeechEnd(reason, voiced, self._voiced_end_ms)
