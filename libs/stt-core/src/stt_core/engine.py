@@ -131,6 +131,7 @@ class Segment:
         self._committed_text = ""
         self._committed_samples = 0
         self._speculative: asyncio.Task[Transcript] | None = None
+        self._paused = False
         engine.active_segments += 1
 
     # ---- input ------------------------------------------------------------------------------
@@ -174,12 +175,16 @@ class Segment:
         audio = self.audio()
         self._speculative = asyncio.get_running_loop().create_task(
             self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang)))
+        # silence adds nothing to a partial; leave the CPU to the final
+        self._paused = True
 
     def resume(self) -> None:
         """Speech came back: the speculative final is stale (its thread finishes; the result is dropped)."""
+        self._paused = False
         if self._speculative is not None:
             self._speculative.cancel()
             self._speculative = None
+            self._new_audio.set()
 
     async def finish(self) -> FinalResult:
         """End of segment: decode the whole utterance. Never waits for a partial in flight."""
@@ -223,7 +228,7 @@ class Segment:
         decoded_upto = 0
         try:
             while not self._finished:
-                if self._samples < first or self._samples == decoded_upto:
+                if self._samples < first or self._samples == decoded_upto or self._paused:
                     self._new_audio.clear()
                     await self._new_audio.wait()
                     continue
