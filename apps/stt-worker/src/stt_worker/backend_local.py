@@ -84,7 +84,7 @@ class LocalStream:
             if sink is not None:
                 await sink(p.text, p.t_ms)
 
-        self.segment = engine.open_segment(lang=self.backend.settings.lang,
+        self.segment = engine.open_segment(lang=self.backend.settings.whisper_lang,
                                            on_partial=partial if sink is not None else None)
         for pcm in self._pending:
             self.segment.feed_pcm16(pcm)

@@ -84,7 +84,7 @@ class WsBackend:
             try:
                 async with connect(s.ws_url, additional_headers=headers, open_timeout=s.ws_connect_timeout_s,
                                    ping_interval=10, ping_timeout=10, max_size=1 << 20) as ws:
-                    await ws.send(p.encode_init(session_id=f"{s.site_id}", sample_rate=16_000, lang=s.lang))
+                    await ws.send(p.encode_init(session_id=f"{s.site_id}", sample_rate=16_000, lang=s.whisper_lang))
                     self.ws = ws
                     self._segment = 0
                     self.backoff.reset()
@@ -239,7 +239,7 @@ class WsStream:
             self.backend.give_up(self)
             self.fail(f"no final within {self.backend.settings.ws_final_timeout_s} s")
             raise BackendUnavailable(self.failure or "timeout") from None
-        return Transcript(text=msg.text, confidence=msg.confidence, language=msg.language or self.backend.settings.lang,
+        return Transcript(text=msg.text, confidence=msg.confidence, language=msg.language or self.backend.settings.whisper_lang,
                           backend="ws", model=msg.model or self.backend.model)
 
     def cancel(self) -> None:

@@ -29,7 +29,8 @@ class WorkerSettings(CommonSettings):
     ws_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)
     device: str = Field(default="cpu", pattern="^(?i)(cuda|cpu|auto)$")
-    lang: str = "en"
+    # not LANG: that is the POSIX locale (en_US.UTF-8), set on most systems
+    whisper_lang: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
     # ---- audio
     audio_source: str = "mic"
     audio_device: str | None = None
