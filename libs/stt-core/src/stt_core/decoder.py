@@ -41,6 +41,62 @@ class Decoder(Protocol):
 
     def final(self, audio: Float32Array, lang: str | None) -> Transcript: ...
 
+    def partial(self, audio: Float32Array, lang: str | None) -> Transcript: ...
+
+
+def confidence_of(segments: list[Any]) -> float:
+    """Geometric-mean token probability of the whole transcript.
+
+    Each faster-whisper segment carries ``avg_logprob`` (the mean log-probability of its tokens), so the
+    token-weighted mean of those, exponentiated, is the probability the model gave the average token:
+    1.0 is certain, 0.5 a coin toss per token. Segments the model itself thought were not speech
+    (``no_speech_prob``) scale it down, so a faint guess does not look as sure as clear speech.
+    """
+    tokens = sum(max(len(s.tokens), 1) for s in segments)
+    if not tokens:
+        return 0.0
+    mean_logprob = sum(s.avg_logprob * max(len(s.tokens), 1) for s in segments) / tokens
+    speech = sum((1.0 - s.no_speech_prob) * max(len(s.tokens), 1) for s in segments) / tokens
+    return round(max(0.0, min(1.0, math.exp(mean_logprob) * speech)), 4)
+
+
+class WhisperDecoder:
+    """faster-whisper with the settings that make finals equal an offline decode.
+
+    Finals use faster-whisper's own defaults (beam 5, temperature fallback, conditioning on previous
+    text), exactly what ``WhisperModel.transcribe`` does offline, so streaming costs no accuracy.
+    Partials are greedy and single-temperature: they are replaced within ``PARTIAL_INTERVAL_MS`` anyway.
+    Whisper invents text ("you", "Thank you.") on silence and noise, so audio in which Silero VAD (shipped
+    inside faster-whisper, no download) finds no speech is answered with an empty transcript, undecoded.
+    """
+
+    def __init__(self, model: Any, model_name: str, *, beam_size: int = 5) -> None:
+        self.model = model
+        self.model_name = model_name
+        self.beam_size = beam_size
+        # Silero's ONNX session is created lazily by faster-whisper; make that happen once, safely.
+        self._vad_lock = threading.Lock()
+        self._vad_ready = False
+
+    def has_speech(self, audio: Float32Array) -> bool:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        if audio.size < TARGET_RATE // 10 or float(np.max(np.abs(audio))) < 1e-3:
+            return False
+        if not self._vad_ready:
+            with self._vad_lock:
+                get_speech_timestamps(np.zeros(TARGET_RATE // 2, dtype=np.float32), VadOptions())
+                self._vad_ready = True
+        # min_speech 150 ms: a click is not speech; the gate upstream already cut the long silences
+        spans = get_speech_timestamps(audio, VadOptions(min_speech_duration_ms=150, threshold=0.5))
+        return bool(spans)
+
+    def final(self, audio: Float32Array, lang: str | None) -> Transcript:
+        if not self.has_speech(audio):
+            return EMPTY
+        segments, info = self.model.transcribe(audio, language=lang, beam_size=self.beam_size)
+        return self._transcript(list(segments), info.language)
+
     def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
         # No Silero pass here: at the very start of an utterance it has too little context to say
         # "speech", and the first partial is the one a person waits for. Whisper's own no-speech
