@@ -258,7 +258,8 @@ class Worker:
         }
         self.link.publish_reliable(f"{self.topic}/transcript/final", json.dumps(payload))
         log.info("utterance", utterance_id=utt.id, text=t.text, backend=t.backend, fallback=t.fallback,
-                 confidence=t.confidence, end=utt.reason, **timings)
+                 confidence=t.confidence, end=utt.reason, decode_ms=t.decode_ms, speculative=t.speculative,
+                 **timings)
 
     def _publish_error(self, utt: Utterance, code: str, message: str) -> None:
         log.error("utterance_lost_backend", utterance_id=utt.id, code=code, detail=message)

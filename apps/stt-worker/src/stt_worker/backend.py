@@ -21,6 +21,8 @@ class Transcript:
     backend: str  # "local" | "ws"
     model: str
     fallback: bool = False  # produced by the fallback after the primary failed
+    decode_ms: int | None = None  # from the end of the utterance to the decoder's result
+    speculative: bool = False  # decoding began during the hangover
 
 
 class BackendUnavailable(TransientError):

@@ -112,7 +112,7 @@ class LocalStream:
         assert self.segment is not None
         r = await self.segment.finish()
         return Transcript(text=r.text, confidence=r.confidence, language=r.language, backend="local",
-                          model=self.backend.model)
+                          model=self.backend.model, decode_ms=r.decode_ms, speculative=r.speculative)
 
     def cancel(self) -> None:
         if self.segment is not None:

@@ -240,7 +240,7 @@ class WsStream:
             self.fail(f"no final within {self.backend.settings.ws_final_timeout_s} s")
             raise BackendUnavailable(self.failure or "timeout") from None
         return Transcript(text=msg.text, confidence=msg.confidence, language=msg.language or self.backend.settings.whisper_lang,
-                          backend="ws", model=msg.model or self.backend.model)
+                          backend="ws", model=msg.model or self.backend.model, decode_ms=msg.decode_ms)
 
     def cancel(self) -> None:
         # an utterance dropped by the gate (too short): end it so the connection's state stays in step

@@ -93,7 +93,7 @@ class FailoverStream:
         assert self.local is not None
         t = await self.local.finish()
         return Transcript(text=t.text, confidence=t.confidence, language=t.language, backend="local",
-                          model=t.model, fallback=True)
+                          model=t.model, fallback=True, decode_ms=t.decode_ms, speculative=t.speculative)
 
     def cancel(self) -> None:
         self.primary.cancel()

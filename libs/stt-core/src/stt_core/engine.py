@@ -60,6 +60,7 @@ class FinalResult:
     t_ms: int
     language: str | None
     decode_ms: int  # wall time from finish() to the result
+    speculative: bool = False  # the decode began at pause(), before finish()
 
 
 PartialCallback = Callable[[PartialResult], Awaitable[None]]
@@ -202,7 +203,8 @@ class Segment:
         finally:
             self.engine.active_segments -= 1
         return FinalResult(text=result.text, confidence=result.confidence, t_ms=self._t_ms(audio.size),
-                           language=result.language or self.lang, decode_ms=int((time.perf_counter() - t0) * 1000))
+                           language=result.language or self.lang, decode_ms=int((time.perf_counter() - t0) * 1000),
+                           speculative=speculative is not None)
 
     def cancel(self) -> None:
         """Drop the segment without a final (the peer vanished and nobody is left to read it)."""
@@ -239,6 +241,10 @@ class Segment:
                     self._last_partial_text = result.text
                     assert self._on_partial is not None
                     await self._on_partial(result)
+                if not self._last_partial_text:
+                    # nothing recognisable yet: try again on the newer audio at once, since the first
+                    # words are the partial a person is waiting for
+                    continue
                 # start-to-start cadence; when the decode took longer, the next one starts at once
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
         except asyncio.CancelledError:
