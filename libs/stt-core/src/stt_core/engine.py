@@ -76,6 +76,9 @@ class Engine:
         # cumulative figures for /metrics
         self.decode_seconds: list[float] = []
         self.on_decode: Callable[[str, float], None] | None = None
+        self._finals_pending = 0
+        self._no_finals_event: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def model_name(self) -> str:
@@ -94,6 +97,36 @@ class Engine:
     async def _run(self, kind: str, fn: Callable[[], Transcript]) -> Transcript:
         pool = self._finals if kind == "final" else self._partials
         loop = asyncio.get_running_loop()
+        no_finals = self._no_finals(loop)
+        if kind == "final":
+            self._finals_pending += 1
+            no_finals.clear()
+        else:
+            # Finals and partials share the CPU (or GPU) even in separate pools: a partial started
+            # beside a final would slow it down. So no partial starts while a final is queued or
+            # running; under load partial cadence degrades, final latency does not.
+            await no_finals.wait()
+        try:
+            return await self._run_in(pool, kind, fn, loop)
+        finally:
+            if kind == "final":
+                self._finals_pending -= 1
+                if not self._finals_pending:
+                    no_finals.set()
+
+    def _no_finals(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        # an asyncio.Event belongs to one loop; tests run one engine under several
+        if self._no_finals_event is None or self._event_loop is not loop:
+            self._event_loop = loop
+            self._no_finals_event = asyncio.Event()
+            if self._finals_pending:
+                self._no_finals_event.clear()
+            else:
+                self._no_finals_event.set()
+        return self._no_finals_event
+
+    async def _run_in(self, pool: ThreadPoolExecutor, kind: str, fn: Callable[[], Transcript],
+                      loop: asyncio.AbstractEventLoop) -> Transcript:
 
         def timed() -> Transcript:
             t0 = time.perf_counter()
