@@ -1,10 +1,12 @@
-"""Plain HTTP beside the WebSocket: /health, /metrics, the token check, and 404 for the rest."""
+"""Plain HTTP beside the WebSocket: the live page, /health, /metrics, the token check, 404 for the rest."""
 
 from __future__ import annotations
 
 import hmac
 import json
+from functools import cache
 from http import HTTPStatus
+from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,12 +19,30 @@ if TYPE_CHECKING:
     from .app import Server
 
 WS_PATH = "/stt"
+PAGE_PATHS = ("/", "/index.html")
+# The page is static and public (the token check is /stt's): inline script and style, a Blob URL for
+# the AudioWorklet, connections back to this server only, never framed, and no Referer that could
+# carry a ?token= from the address bar.
+PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline' blob:; "
+     "style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+     "frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
 
 
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+def _response(status: HTTPStatus, body: bytes, content_type: str,
+              extra: tuple[tuple[str, str], ...] = ()) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
+                       ("Cache-Control", "no-store"), *extra])
     return Response(status.value, status.phrase, headers, body)
+
+
+@cache
+def live_page() -> bytes:
+    """The live page: one HTML file with inline CSS and JS, shipped as package data."""
+    return resources.files("stt_server").joinpath("static", "index.html").read_bytes()
 
 
 def json_response(status: HTTPStatus, payload: dict[str, object]) -> Response:
@@ -37,16 +57,26 @@ def token_ok(request: Request, token: str) -> bool:
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
-def route(server: Server, connection: ServerConnection, request: Request) -> Response | None:
-    """websockets' process_request hook: None lets the WebSocket handshake go on."""
-    path = urlsplit(request.path).path
+def _plain(server: Server, path: str) -> Response | None:
+    """The plain HTTP paths (public: the token guards /stt only); None for any other path."""
+    if path in PAGE_PATHS:
+        return _response(HTTPStatus.OK, live_page(), "text/html; charset=utf-8", PAGE_HEADERS)
     if path == "/health":
         return json_response(HTTPStatus.OK, server.health())
     if path == "/metrics":
         return _response(HTTPStatus.OK, server.metrics_text().encode(), "text/plain; version=0.0.4")
+    return None
+
+
+def route(server: Server, connection: ServerConnection, request: Request) -> Response | None:
+    """websockets' process_request hook: None lets the WebSocket handshake go on."""
+    path = urlsplit(request.path).path
+    if (plain := _plain(server, path)) is not None:
+        return plain
     if path != WS_PATH:
-        return json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": f"no such path {path}; "
-                                                    f"the WebSocket endpoint is {WS_PATH}"})
+        return json_response(HTTPStatus.NOT_FOUND, {
+            "error": "not_found",
+            "message": f"no such path {path}; the live page is /, the WebSocket endpoint {WS_PATH}"})
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return json_response(HTTPStatus.UPGRADE_REQUIRED, {"error": "websocket_required",
                                                            "message": f"{WS_PATH} speaks WebSocket"})
@@ -54,6 +84,6 @@ def route(server: Server, connection: ServerConnection, request: Request) -> Res
     if token is not None and not token_ok(request, token.get_secret_value()):
         server.metrics.error("unauthorized")
         # refused before the handshake: no audio is ever accepted from an unauthenticated client
-        return json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized",
-                                                       "message": "send Authorization: Bearer <STT_TOKEN> or ?token="})
+        return json_response(HTTPStatus.UNAUTHORIZED, {
+            "error": "unauthorized", "message": "send Authorization: Bearer <STT_TOKEN> or ?token="})
     return None
