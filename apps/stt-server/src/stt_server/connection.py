@@ -34,18 +34,22 @@ class Connection:
         # actions are carried out one batch at a time, so a shutdown cannot interleave with a final
         self._lock = asyncio.Lock()
         self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
         self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?")
 
     async def run(self) -> None:
         idle = self.server.settings.idle_timeout_s
         try:
-            while not self._closed:
+            # Reading goes on after a close has started (the machine then ignores every frame): the
+            # peer's close reply sits behind the frames it sent before it, and a connection that
+            # stopped reading would never see it, holding the session until the close timeout.
+            while True:
                 try:
-                    async with asyncio.timeout(idle):
+                    async with asyncio.timeout(None if self._closed else idle):
                         message = await self.ws.recv()
                 except TimeoutError:
                     await self.apply(self.machine.idle_timeout())
-                    break
+                    continue
                 if isinstance(message, str):
                     actions = self.machine.receive_text(message)
                 else:
@@ -59,10 +63,14 @@ class Connection:
                 self.log.info("segment_abandoned", session_id=self.machine.session_id, segment=self.machine.segment)
                 self.segment.cancel()
                 self.segment = None
+            if self._close_task is not None:
+                await asyncio.gather(self._close_task, return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Server stopping: the open segment still gets its final, then close 1001."""
         await self.apply(self.machine.shutdown())
+        if self._close_task is not None:
+            await asyncio.gather(self._close_task, return_exceptions=True)
 
     async def apply(self, actions: list[s.Action]) -> None:
         async with self._lock:
@@ -92,7 +100,9 @@ class Connection:
             await self._send(p.Health(**self.server.health_fields()))
         elif isinstance(action, s.Close):
             self._closed = True
-            await self.ws.close(action.code.value, action.reason)
+            # not awaited here: the handshake needs run() to keep reading (see there)
+            closing = self.ws.close(action.code.value, action.reason)
+            self._close_task = asyncio.get_running_loop().create_task(closing)
 
     async def _final(self, reason: str) -> None:
         segment, self.segment = self.segment, None
