@@ -53,6 +53,13 @@ def resolve_model(value: str | None) -> ModelSpec:
         return ModelSpec(str(path.resolve()), path.name, is_dir=True)
     if "/" in value and not value.count("/") == 1:
         raise ConfigError("WHISPER_MODEL", f"{value!r} is neither a model directory nor a model name")
+    if "/" not in value:
+        # faster-whisper answers an unknown size with ValueError, the same type as a bad compute type
+        from faster_whisper.utils import available_models
+
+        if value not in available_models():
+            raise ConfigError("WHISPER_MODEL", f"{value!r} is neither a model directory, a hub id "
+                              f"(owner/name) nor a model name ({', '.join(available_models())})")
     return ModelSpec(value, value, is_dir=False)
 
 
