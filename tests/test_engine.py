@@ -1,0 +1,340 @@
+"""The streaming engine with the real embedded model (tiny.en, CPU) built the way the apps build it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from stt_core.audio import Float32Array
+from stt_core.build import EngineInfo, build_engine
+from stt_core.decoder import Transcript, WhisperDecoder
+from stt_core.engine import Engine, EngineConfig, PartialResult, Segment
+
+from tests.support.speech import clip, normalise, refs, wer
+from tests.support.stt_client import to_rate
+
+NON_SPEECH_WORDS = ("you", "thank", "bye", "music", "applause")
+
+
+@pytest.fixture(scope="module")
+def built() -> Iterator[tuple[Engine, EngineInfo]]:
+    engine, info = build_engine(whisper_model=None, device="cpu", compute_type=None, cpu_threads=0,
+                                partial_interval_ms=300)
+    yield engine, info
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def engine(built: tuple[Engine, EngineInfo]) -> Engine:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def whisper(engine: Engine) -> WhisperDecoder:
+    assert isinstance(engine.decoder, WhisperDecoder)
+    return engine.decoder
+
+
+def as_float(pcm: np.ndarray) -> Float32Array:
+    return pcm.astype(np.float32) / 32768.0
+
+
+def offline_text(decoder: WhisperDecoder, audio: Float32Array) -> str:
+    """What plain faster-whisper gives for the same audio with its defaults."""
+    segments, _ = decoder.model.transcribe(audio, language="en", beam_size=5)
+    return " ".join(s.text.strip() for s in segments if s.text.strip())
+
+
+@dataclass
+class Heard:
+    at_s: float  # wall seconds after the first chunk
+    fed_ms: int  # audio fed by then
+    partial: PartialResult
+
+
+async def feed_paced(seg: Segment, pcm: np.ndarray, rate: int = 16000, *, speed: float = 1.0,
+                     chunk_ms: int = 20) -> float:
+    """Feed S16LE in chunk_ms chunks at speed x real time; returns the start time (perf_counter)."""
+    n = rate * chunk_ms // 1000
+    data = pcm.astype("<i2")
+    t0 = time.perf_counter()
+    for k, i in enumerate(range(0, len(data), n)):
+        seg.feed_pcm16(data[i:i + n].tobytes())
+        await asyncio.sleep(max(0.0, t0 + (k + 1) * chunk_ms / 1000 / speed - time.perf_counter()))
+    return t0
+
+
+def collector(seg_holder: dict[str, Segment], heard: list[Heard], t0: list[float]):
+    async def on_partial(p: PartialResult) -> None:
+        seg = seg_holder["seg"]
+        heard.append(Heard(time.perf_counter() - t0[0], int(seg.samples * 1000 / 16000), p))
+    return on_partial
+
+
+def test_build_engine_loads_the_embedded_model_on_cpu(built):
+    """With no WHISPER_MODEL the engine runs the embedded tiny.en, int8 on the CPU."""
+    engine, info = built
+    assert info == EngineInfo("tiny.en (embedded)", "cpu", "int8")
+    assert engine.model_name == info.model
+
+
+# ---- non-speech -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.0, 8.0])
+async def test_silence_gives_an_empty_final(engine, seconds):
+    """Digital silence of any length is answered with an empty final, never "you" or "Thank you."."""
+    result = await engine.transcribe(np.zeros(int(16000 * seconds), dtype=np.float32))
+    assert result.text == ""
+    assert result.confidence == 0.0
+    assert result.t_ms == int(seconds * 1000)
+
+
+def white_noise(level: float, seconds: float, seed: int = 0) -> Float32Array:
+    noise = np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * level
+    return np.clip(noise, -1, 1).astype(np.float32)
+
+
+# seeds picked so that plain tiny.en (no VAD gate) answers "You" or a row of dots on these very signals
+@pytest.mark.parametrize(("level", "seconds", "seed"), [(0.1, 1.0, 0), (0.1, 2.0, 1), (0.1, 5.0, 1),
+                                                        (0.002, 5.0, 1), (0.02, 3.0, 0), (0.5, 5.0, 0)])
+async def test_white_noise_gives_an_empty_final(engine, level, seconds, seed):
+    """White noise from faint hiss to loud static gives an empty final: no invented words or dots."""
+    result = await engine.transcribe(white_noise(level, seconds, seed))
+    assert result.text == "", f"hallucinated {result.text!r} on noise"
+    assert result.confidence == 0.0
+
+
+@pytest.mark.parametrize("kind", ["tone", "clicks"])
+async def test_other_non_speech_gives_an_empty_final(engine, kind):
+    """A steady beep and sparse clicks (on which plain Whisper writes "Beep beep ..." or whole
+    invented sentences) give an empty final too."""
+    t = np.arange(16000 * 5) / 16000
+    rng = np.random.default_rng(0)
+    clicks = np.where(rng.random(t.size) < 0.001, 0.8, 0.0)
+    audio = 0.3 * np.sin(2 * np.pi * 440 * t) if kind == "tone" else clicks
+    result = await engine.transcribe(audio.astype(np.float32))
+    assert result.text == "", f"hallucinated {result.text!r} on a {kind}"
+
+
+async def test_streamed_noise_gives_no_partial_text_and_an_empty_final(engine):
+    """Noise streamed with partials on yields no partial with words and an empty final."""
+    heard: list[PartialResult] = []
+
+    async def on_partial(p: PartialResult) -> None:
+        heard.append(p)
+
+    seg = engine.open_segment(on_partial=on_partial)
+    await feed_paced(seg, (white_noise(0.1, 3.0) * 32767).astype(np.int16), speed=3.0)
+    final = await seg.finish()
+    assert [p.text for p in heard if p.text] == []
+    assert final.text == ""
+    assert not any(w in normalise(final.text).split() for w in NON_SPEECH_WORDS)
+
+
+# ---- speech -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["jfk", "LJ001-0004", "LJ001-0002"])
+async def test_real_clip_gives_the_reference_text(engine, name):
+    """A recorded sentence is transcribed to its reference (WER <= 15%), with t_ms its duration and a
+    confidence in (0, 1] that is high for clear speech."""
+    pcm = clip(name)
+    result = await engine.transcribe(as_float(pcm))
+    assert wer([(refs()[name], result.text)]) <= 0.15, result.text
+    assert abs(result.t_ms - len(pcm) * 1000 / 16000) <= 1
+    assert 0.3 < result.confidence <= 1.0
+    assert result.language == "en"
+
+
+async def test_final_equals_offline_faster_whisper(engine, whisper):
+    """The streamed final (20 ms chunks) has exactly the text faster-whisper gives offline for the
+    same audio: streaming costs no accuracy."""
+    pcm = clip("LJ001-0001")
+    seg = engine.open_segment()
+    for i in range(0, len(pcm), 320):
+        seg.feed_pcm16(pcm[i:i + 320].tobytes())
+    final = await seg.finish()
+    assert final.text == offline_text(whisper, as_float(pcm))
+    assert final.text
+
+
+async def test_client_at_48k_is_resampled_once_to_the_same_text(engine):
+    """A segment opened at 48 kHz and fed 48 kHz PCM gives the reference text and the right t_ms."""
+    pcm = clip("LJ001-0004")
+    seg = engine.open_segment(sample_rate=48000)
+    hi = to_rate(pcm, 48000)
+    for i in range(0, len(hi), 960):
+        seg.feed_pcm16(hi[i:i + 960].tobytes())
+    final = await seg.finish()
+    assert wer([(refs()["LJ001-0004"], final.text)]) <= 0.15, final.text
+    assert abs(final.t_ms - len(pcm) * 1000 / 16000) <= 25
+
+
+# ---- partials ---------------------------------------------------------------------------------
+
+
+async def test_partials_arrive_while_audio_is_fed_in_real_time(engine):
+    """Fed at real time, partials start within ~1 s, keep coming while audio arrives, cover nearly all
+    the audio fed so far, change text each time (no repeats), and grow towards the reference."""
+    name = "LJ001-0004"
+    pcm = clip(name)
+    heard: list[Heard] = []
+    t0 = [time.perf_counter()]
+    holder: dict[str, Segment] = {}
+    seg = holder["seg"] = engine.open_segment(on_partial=collector(holder, heard, t0))
+    t0[0] = time.perf_counter()
+    await feed_paced(seg, pcm)
+    fed_s = time.perf_counter() - t0[0]
+    final = await seg.finish()
+    during = [h for h in heard if h.at_s <= fed_s]
+    assert len(during) >= 5, [(h.at_s, h.partial.text) for h in heard]
+    assert heard[0].at_s < 2.0
+    gaps = np.diff([0.0] + [h.at_s for h in during] + [fed_s])
+    assert float(gaps.max()) < 2.5, gaps
+    texts = [h.partial.text for h in heard]
+    assert all(a != b for a, b in itertools.pairwise(texts))
+    t_ms = [h.partial.t_ms for h in heard]
+    assert t_ms == sorted(t_ms)
+    for h in heard:
+        assert h.partial.t_ms <= h.fed_ms
+        assert h.fed_ms - h.partial.t_ms < 2000, "a stale partial"
+        assert 0.0 <= h.partial.confidence <= 1.0
+    assert wer([(refs()[name], texts[-1])]) <= 0.35
+    assert wer([(refs()[name], final.text)]) <= 0.15
+    assert 0.0 <= final.confidence <= 1.0
+
+
+class SlowPartials:
+    """The real decoder, with partials made slow (or held until released) to test the scheduling."""
+
+    def __init__(self, inner: WhisperDecoder, delay_s: float = 0.0) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name
+        self.delay_s = delay_s
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[tuple[int, int]] = []  # (samples decoded, samples fed when the decode began)
+        self.segment: Segment | None = None
+
+    def final(self, audio: Float32Array, lang: str | None) -> Transcript:
+        return self.inner.final(audio, lang)
+
+    def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
+        self.calls.append((audio.size, self.segment.samples if self.segment is not None else -1))
+        self.entered.set()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        else:
+            self.gate.wait(30)
+        return self.inner.partial(audio, lang)
+
+
+async def test_final_is_not_delayed_by_pending_partials_of_its_own_or_another_session(whisper):
+    """With the partial pool stuck on one segment's partial and another segment's partial queued
+    behind it, both segments' finals still come back at once, with the offline text."""
+    slow = SlowPartials(whisper)
+    engine = Engine(slow, EngineConfig(partial_interval_ms=100, final_workers=1, partial_workers=1))
+    try:
+        async def nothing(p: PartialResult) -> None:
+            pass
+
+        a_pcm, b_pcm = clip("LJ001-0002"), clip("LJ001-0008")
+        a = engine.open_segment(on_partial=nothing)
+        a.feed_pcm16(a_pcm.tobytes())
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(slow.entered.wait, 10), "the partial never started"
+        b = engine.open_segment(on_partial=nothing)
+        b.feed_pcm16(b_pcm.tobytes())
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        final_b = await asyncio.wait_for(b.finish(), 10)
+        final_a = await asyncio.wait_for(a.finish(), 10)
+        took = time.perf_counter() - t0
+        assert not slow.gate.is_set()  # the partials were still stuck the whole time
+        assert took < 5.0
+        assert final_a.text == offline_text(whisper, as_float(a_pcm))
+        assert final_b.text == offline_text(whisper, as_float(b_pcm))
+        assert engine.active_segments == 0
+    finally:
+        slow.gate.set()
+        engine.close()
+
+
+async def test_partials_never_queue_up_behind_a_slow_decoder(whisper):
+    """When a partial takes longer than PARTIAL_INTERVAL_MS, partials do not pile up: at most one per
+    segment is in flight, there are about as many as the decoder can do, and each decodes all the
+    audio fed when it starts (fresh, not the audio of when it was due)."""
+    slow = SlowPartials(whisper, delay_s=0.8)
+    engine = Engine(slow, EngineConfig(partial_interval_ms=100))
+    try:
+        heard: list[PartialResult] = []
+
+        async def on_partial(p: PartialResult) -> None:
+            heard.append(p)
+
+        seg = slow.segment = engine.open_segment(on_partial=on_partial)
+        await feed_paced(seg, clip("LJ001-0011")[: 16000 * 4])
+        await seg.finish()
+        # 4 s of audio, >= 0.8 s per partial: no more than ~6 decodes, not 40 queued ones
+        assert 2 <= len(slow.calls) <= 7, slow.calls
+        for decoded, fed in slow.calls:
+            assert fed - decoded <= 2 * 320, "a partial decoded stale audio"
+        assert [p.t_ms for p in heard] == sorted(p.t_ms for p in heard)
+    finally:
+        engine.close()
+
+
+async def test_long_utterance_partials_stay_bounded_and_keep_the_start(engine, whisper):
+    """Past partial_window_s (two clips, ~19 s) partials decode only a bounded tail, yet their text
+    still begins with the utterance's first words; the final decodes the whole of it."""
+    first, second = clip("LJ001-0001"), clip("LJ001-0003")
+    pcm = np.concatenate([first, second])
+    rec = SlowPartials(whisper, delay_s=0.0)
+    rec.gate.set()
+    long = Engine(rec, EngineConfig(partial_interval_ms=300))
+    try:
+        heard: list[PartialResult] = []
+
+        async def on_partial(p: PartialResult) -> None:
+            heard.append(p)
+
+        seg = rec.segment = long.open_segment(on_partial=on_partial)
+        await feed_paced(seg, pcm, speed=2.0)
+        final = await seg.finish()
+    finally:
+        long.close()
+    window = long.config.partial_window_s
+    late = [p for p in heard if p.t_ms > (window + 2) * 1000]
+    assert late, [p.t_ms for p in heard]
+    opening = normalise(refs()["LJ001-0001"]).split()[:6]
+    for p in late:
+        assert normalise(p.text).split()[:6] == opening, p.text
+    assert max(p.t_ms for p in heard) > 15_000
+    longest = max(decoded for decoded, _ in rec.calls) / 16000
+    assert longest <= window + 4.0, f"a partial decoded {longest:.1f} s: cost not bounded"
+    assert final.text == offline_text(whisper, as_float(pcm))
+    assert wer([(refs()["LJ001-0001"] + " " + refs()["LJ001-0003"], final.text)]) <= 0.15
+    assert abs(final.t_ms - len(pcm) * 1000 / 16000) <= 1
+
+
+async def test_confidence_is_a_probability(engine):
+    """Finals and partials report confidence in [0, 1]; speech scores above non-speech."""
+    seen: list[float] = []
+
+    async def on_partial(p: PartialResult) -> None:
+        seen.append(p.confidence)
+
+    seg = engine.open_segment(on_partial=on_partial)
+    await feed_paced(seg, clip("LJ001-0011"), speed=3.0)
+    speech = await seg.finish()
+    silence = await engine.transcribe(np.zeros(16000, dtype=np.float32))
+    assert seen
+    assert all(0.0 <= c <= 1.0 for c in seen)
+    assert 0.0 <= silence.confidence < speech.confidence <= 1.0
