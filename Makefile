@@ -39,5 +39,9 @@ bench: setup
 bench-quick: setup
 	$(PY) -m bench.run --quick
 
+# wyoming-faster-whisper and WhisperLive beside our server, each in its own venv under bench/.venvs/
+bench-peers: setup
+	$(PY) -m bench.run --peers
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

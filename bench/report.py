@@ -1,0 +1,493 @@
+"""RESULTS.md from the runs' figures, the plots beside it, and the history of earlier runs.
+
+A full ``make bench`` or ``make bench-peers`` run is *published*: its figures go to bench/results/<kind>.json,
+a line of key figures is appended to bench/history.jsonl (never rewritten), and bench/RESULTS.md is
+rendered again from the latest of both kinds plus that history, with plots in bench/plots/. Quick, smoke
+and ``--only`` runs write the same files into their output folder only (bench/out/ by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import charts
+from .goals import Goal, evaluate, f
+
+BENCH = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH / "results"
+HISTORY = BENCH / "history.jsonl"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pc(x: float | None) -> str:
+    return f(None if x is None else 100 * x, ".1f", "%")
+
+
+def s2(d: dict[str, Any]) -> str:
+    """p50 / p90 of a spread."""
+    return f"{f(d['p50'])} / {f(d['p90'])}"
+
+
+def command(meta: dict[str, Any]) -> str:
+    cmd = f"`{meta['command']}`"
+    return f"`{meta['make']}` ({cmd})" if meta.get("make") else cmd
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+
+def run_section(meta: dict[str, Any], title: str) -> str:
+    return "\n".join(
+        [
+            f"**{title}**: {command(meta)} ({meta['plan']} plan) on {meta['date']}, "
+            f"commit `{meta['commit']}` ({meta['commit_subject']}; {meta['uncommitted_files']} uncommitted "
+            f"files in the tree, which the editable install runs too), {meta.get('duration_s', 0):.0f} s.",
+            f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory_gb']} GB; "
+            f"Python {meta['python']}, "
+            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+            + f". Load average (1/5/15 min) {meta['load_at_start']} at the start, "
+            f"{meta.get('load_at_end')} at the end "
+            "(the machine is shared: other engineers' tests run beside the benchmark).",
+        ]
+    )
+
+
+def goals_section(goals: list[Goal]) -> str:
+    mark = {True: "met", False: "**not met**", None: "not measured"}
+    return table(
+        ["goal", "our figure", "met?", "how judged; for a gap: reason and next step"],
+        [[g.goal, g.figure, mark[g.met], g.note] for g in goals],
+    )
+
+
+def latency_section(lat: dict[str, Any], acc: dict[str, Any], plots: dict[str, str]) -> str:
+    rows = []
+    for m, s in lat.items():
+        fallback = f", {s['fallback_finals']} by the fallback" if s["fallback_finals"] else ""
+        rows.append(
+            [
+                m,
+                f"{s['clips'] - s['missed']}/{s['clips']} ({s['finals']} finals{fallback})",
+                s2(s["latency_s"]),
+                s2(s["worker_latency_s"]),
+                s2(s["minus_hangover_s"]),
+                s2(s["ratio"]),
+                s2(s["worker_ratio"]),
+                s2(s["first_partial_s"]),
+                f(s["partial_gap_s"]["p50"]),
+                f"{s['speculative']}/{s['clips']}",
+                pc(acc.get("modes", {}).get(m, {}).get("wer")),
+            ]
+        )
+    hang = next(iter(lat.values()))["hangover_ms"]
+    out = [
+        table(
+            [
+                "mode",
+                "clips with a final",
+                "end of speech -> final, s (p50 / p90)",
+                "final's latency_ms, s",
+                "minus hangover, s",
+                "ratio to baseline",
+                "ratio (latency_ms)",
+                "onset -> first partial, s",
+                "partial gap p50, s",
+                "speculative",
+                "WER",
+            ],
+            rows,
+        ),
+        "",
+        f"Hangover (VAD_HANGOVER_MS) {hang} ms; ratio = (latency - hangover) / the baseline's decode time of "
+        "the same clip, per utterance, then median / p90.",
+    ]
+    for name in ("latency", "first_partial"):
+        if name in plots:
+            out += ["", f"![{name}]({plots[name]})"]
+    per = []
+    for m, s in lat.items():
+        for u in s["utterances"]:
+            per.append(
+                [
+                    m,
+                    u["clip"],
+                    f(u["latency_s"]),
+                    f(u["worker_latency_s"]),
+                    f(u["baseline_s"]),
+                    f(u["ratio"]),
+                    f(u["first_partial_s"]),
+                    str(u["finals"]),
+                    u["text"][:80],
+                ]
+            )
+    out += [
+        "",
+        "<details><summary>Per utterance</summary>",
+        "",
+        table(
+            [
+                "mode",
+                "clip",
+                "latency s",
+                "latency_ms s",
+                "baseline s",
+                "ratio",
+                "first partial s",
+                "finals",
+                "text",
+            ],
+            per,
+        ),
+        "",
+        "</details>",
+    ]
+    return "\n".join(out)
+
+
+def accuracy_section(acc: dict[str, Any]) -> str:
+    ids = list(acc.get("baseline_per_clip", {}))
+    modes = list(acc.get("modes", {}))
+    rows = [
+        [i, *(pc(acc["modes"][m]["per_clip"].get(i)) for m in modes), pc(acc["baseline_per_clip"][i])]
+        for i in ids
+    ]
+    rows.append(
+        [
+            "**all**",
+            *(f"**{pc(acc['modes'][m]['wer'])}**" for m in modes),
+            f"**{pc(acc.get('baseline_wer'))}**",
+        ]
+    )
+    return table(["clip", *modes, "baseline"], rows)
+
+
+def capacity_rows(cap: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            str(lv["streams"]),
+            str(lv["segments"]),
+            s2(lv["latency_s"]),
+            s2(lv["ratio_to_baseline"]),
+            s2(lv["first_text_s"]),
+            f(lv["partial_gap_s"]["p50"]),
+            f(lv["partials_per_segment"], ".1f"),
+            pc(lv["wer"]),
+            str(lv["errors"]),
+        ]
+        for lv in cap["levels"]
+    ]
+
+
+CAPACITY_HEADERS = [
+    "streams",
+    "segments",
+    "end -> final, s (p50 / p90)",
+    "ratio to baseline",
+    "first text, s",
+    "partial gap p50, s",
+    "partials per segment",
+    "WER",
+    "failed",
+]
+
+
+def capacity_section(cap: dict[str, Any], plots: dict[str, str]) -> str:
+    out = [
+        table(CAPACITY_HEADERS, capacity_rows(cap)),
+        "",
+        f"Held: **{cap['held']}** streams (the largest count up to which every count kept its p90 within "
+        f"{cap['hold_factor']:g}x of one stream's, {f(cap['one_stream_p90_s'])} s, with no failed stream).",
+    ]
+    if "capacity" in plots:
+        out += ["", f"![capacity]({plots['capacity']})"]
+    return "\n".join(out)
+
+
+def edge_section(edge: dict[str, Any]) -> str:
+    rows = []
+    for m, d in edge.get("idle", {}).items():
+        rows.append(
+            [
+                m,
+                f"idle ({d.get('seconds', 0):g} s of silence)",
+                f(d.get("cpu_percent")),
+                f(d.get("rss_mb"), ".1f"),
+                f(d.get("rss_peak_mb"), ".1f"),
+            ]
+        )
+    for m, d in edge.get("transcribing", {}).items():
+        rows.append(
+            [
+                m,
+                "transcribing (the latency run)",
+                f(d["cpu_percent"]),
+                f(d["rss_mb"], ".1f"),
+                f(d["rss_peak_mb"], ".1f"),
+            ]
+        )
+    out = [table(["mode", "while", "CPU, % of one core", "RSS, MB", "peak RSS, MB"], rows)]
+    for m, d in edge.get("idle", {}).items():
+        if d.get("memory_by_owner"):
+            out += [
+                "",
+                f"Idle {m} worker, resident memory by owner: "
+                + ", ".join(f"{k} {v:g} MB" for k, v in d["memory_by_owner"])
+                + ".",
+            ]
+    return "\n".join(out)
+
+
+def peers_section(p: dict[str, Any], plots: dict[str, str]) -> str:
+    series = {"stt-bridge (/stt)": p.get("capacity", {}), **p.get("peers", {})}
+    rows = []
+    for name, cap in series.items():
+        if "levels" not in cap:
+            rows.append([name, cap.get("error", "not run"), "", "", "", "", ""])
+            continue
+        one = cap["levels"][0]
+        rows.append(
+            [
+                name,
+                s2(one["latency_s"]),
+                f(one["committed_s"]["p50"]),
+                s2(one["first_text_s"]),
+                f(one["partial_gap_s"]["p50"]),
+                pc(one["wer"]),
+                str(cap["held"]),
+            ]
+        )
+    out = [
+        table(
+            [
+                "server",
+                "1 stream: end -> final, s (p50 / p90)",
+                "end -> committed, s",
+                "first text, s",
+                "partial gap, s",
+                "WER",
+                "streams held",
+            ],
+            rows,
+        )
+    ]
+    for name, cap in series.items():
+        if "levels" in cap:
+            versions = ", ".join(f"{k} {v}" for k, v in cap.get("versions", {}).items())
+            out += [
+                "",
+                f"**{name}**" + (f" ({versions})" if versions else ""),
+                "",
+                table(CAPACITY_HEADERS, capacity_rows(cap)),
+            ]
+    if "capacity" in plots:
+        out += ["", f"![capacity with peers]({plots['capacity']})"]
+    return "\n".join(out)
+
+
+def history_section(history: list[dict[str, Any]]) -> str:
+    b = [h for h in history if h["kind"] == "bench"]
+    p = [h for h in history if h["kind"] == "peers"]
+    out = []
+    if b:
+        out.append(
+            table(
+                [
+                    "date",
+                    "commit",
+                    "local ratio p50",
+                    "ws ratio p50",
+                    "local / ws end->final p50, s",
+                    "first partial p50 local / ws, s",
+                    "WER local / ws / baseline",
+                    "streams held",
+                    "idle ws CPU % / RSS MB",
+                ],
+                [
+                    [
+                        h["date"],
+                        h["commit"],
+                        f(h.get("local_ratio_p50")),
+                        f(h.get("ws_ratio_p50")),
+                        f"{f(h.get('local_latency_p50'))} / {f(h.get('ws_latency_p50'))}",
+                        f"{f(h.get('local_first_partial_p50'))} / {f(h.get('ws_first_partial_p50'))}",
+                        f"{pc(h.get('local_wer'))} / {pc(h.get('ws_wer'))} / {pc(h.get('baseline_wer'))}",
+                        str(h.get("held")),
+                        f"{f(h.get('idle_ws_cpu'))} / {f(h.get('idle_ws_rss'), '.1f')}",
+                    ]
+                    for h in b
+                ],
+            )
+        )
+    if p:
+        names = sorted({k for h in p for k in h.get("held_by", {})})
+        out += [
+            "",
+            table(
+                ["date", "commit", *(f"{n} held" for n in names), *(f"{n} 1-stream p50, s" for n in names)],
+                [
+                    [
+                        h["date"],
+                        h["commit"],
+                        *(str(h["held_by"].get(n)) for n in names),
+                        *(f(h.get("p50_by", {}).get(n)) for n in names),
+                    ]
+                    for h in p
+                ],
+            ),
+        ]
+    return "\n".join(out) if out else "No earlier runs recorded."
+
+
+METHOD = """\
+- **Latency** (`bench/latency.py`): the clips are concatenated with pauses
+  (tests.support.speech.concat) and played in real time into the real `stt-worker`
+  (AUDIO_SOURCE=<wav>, AUDIO_REALTIME=1) against a private Mosquitto; `STT_BACKEND=local`, then `ws`
+  against a real `stt-server`. The WAV's time is mapped to wall time from the worker's `worker_started`
+  log line (the WAV source paces from there, within one 30 ms frame). End of speech is the end of the
+  clip's last 10 ms frame within 35 dB of its peak (the file's trailing silence is not speech); latency is
+  the subscriber's receive time of the clip's last final minus that wall time. The final's own
+  `latency_ms` (the worker's clock, from the last voiced frame its gate saw) is shown beside it. First
+  partial: the subscriber's receive time of the clip's first partial minus the wall time of speech onset.
+- **Baseline** (`bench/baseline.py`): `WhisperModel.transcribe` of each whole clip, the embedded model,
+  int8, beam 5, in the same run, timed after a warm-up on the clip's first second (as
+  ../shared/conformance/lib.py does).
+- **Accuracy** (`bench/accuracy.py`): WER of each clip's finals against refs.tsv, beside the baseline's
+  WER, both with tests.support.speech.wer's normalisation.
+- **Capacity** (`bench/capacity.py`): N clients stream clips in 20 ms frames paced in real time into one
+  `stt-server` (partials on), send `end`, wait for the final; streams start spread over a second and each
+  streams several clips one after another (one connection per clip). The next count is tried while the
+  last one held; 16 only when 8 held.
+- **Edge** (`bench/edge.py`): psutil CPU time and RSS of the worker process, idle on a WAV of silence (ws
+  and local side by side, from 1 s after start) and over the latency runs.
+- **Peers** (`bench/peers.py`, `make bench-peers`): wyoming-faster-whisper and WhisperLive in their own
+  venvs (bench/.venvs/), the same clips, model, pacing and capacity runner; our `/stt` server measured in
+  the same run. Wyoming answers once, after `audio-stop`. WhisperLive has no final message: its
+  end -> final is when the text last changed (generous), and end -> committed when it marked the whole
+  text completed, if it did within the wait."""
+
+
+def render(
+    bench: dict[str, Any] | None,
+    peers: dict[str, Any] | None,
+    history: list[dict[str, Any]],
+    plots: dict[str, str],
+) -> str:
+    out = [
+        "# stt-bridge benchmark",
+        "",
+        "Generated by `bench/report.py` from the runs below (`make bench`, `make bench-peers`); do not edit "
+        "by hand. Every figure is measured, none is asserted by a test.",
+        "",
+    ]
+    for d, title in ((bench, "Benchmark run"), (peers, "Peers run")):
+        if d:
+            out += [run_section(d["meta"], title), ""]
+    out += ["## Goals", "", goals_section(evaluate(bench, peers)), ""]
+    if bench and bench.get("latency"):
+        out += [
+            "## 1. Latency, end to end (worker -> MQTT)",
+            "",
+            latency_section(bench["latency"], bench.get("accuracy", {}), plots),
+            "",
+        ]
+    if bench and bench.get("accuracy"):
+        out += ["## 2. Accuracy (WER)", "", accuracy_section(bench["accuracy"]), ""]
+    if bench and bench.get("capacity"):
+        out += [
+            "## 3. Server capacity",
+            "",
+            capacity_section(bench["capacity"], plots if not (peers and peers.get("peers")) else {}),
+            "",
+        ]
+    if bench and bench.get("edge"):
+        out += ["## 4. Edge cost (the worker)", "", edge_section(bench["edge"]), ""]
+    if peers and peers.get("peers"):
+        out += [
+            "## 5. Peers (same machine, clips, model and pacing; one run)",
+            "",
+            peers_section(peers, plots),
+            "",
+        ]
+    out += [
+        "## Method",
+        "",
+        METHOD,
+        "",
+        "## Before/after",
+        "",
+        "Key figures of every published run, oldest first (bench/history.jsonl).",
+        "",
+        history_section(history),
+        "",
+    ]
+    return "\n".join(out)
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+
+def key_figures(kind: str, r: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "date": r["meta"]["date"],
+        "commit": r["meta"]["commit"],
+        "kind": kind,
+        "plan": r["meta"]["plan"],
+    }
+    if kind == "bench":
+        for m, s in r.get("latency", {}).items():
+            row[f"{m}_ratio_p50"] = s["ratio"]["p50"]
+            row[f"{m}_ratio_p90"] = s["ratio"]["p90"]
+            row[f"{m}_latency_p50"] = s["latency_s"]["p50"]
+            row[f"{m}_first_partial_p50"] = s["first_partial_s"]["p50"]
+        for m, a in r.get("accuracy", {}).get("modes", {}).items():
+            row[f"{m}_wer"] = a["wer"]
+        row["baseline_wer"] = r.get("accuracy", {}).get("baseline_wer")
+        row["held"] = r.get("capacity", {}).get("held")
+        idle = r.get("edge", {}).get("idle", {}).get("ws", {})
+        row["idle_ws_cpu"], row["idle_ws_rss"] = idle.get("cpu_percent"), idle.get("rss_mb")
+    else:
+        series = {"stt-bridge": r.get("capacity", {}), **r.get("peers", {})}
+        row["held_by"] = {k: v.get("held") for k, v in series.items()}
+        row["p50_by"] = {k: v["levels"][0]["latency_s"]["p50"] for k, v in series.items() if v.get("levels")}
+    return row
+
+
+def load_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_history() -> list[dict[str, Any]]:
+    if not HISTORY.is_file():
+        return []
+    return [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
+
+
+def write(kind: str, results: dict[str, Any], out_dir: Path, publish: bool) -> Path:
+    """Write the run's figures, plots and RESULTS.md; returns the RESULTS.md written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"results-{kind}.json").write_text(json.dumps(results, indent=1))
+    if not publish:
+        bench, peers = (results, None) if kind == "bench" else (None, results)
+        made = charts.draw(bench, peers, out_dir)
+        target = out_dir / "RESULTS.md"
+        target.write_text(render(bench, peers, [], {k: v.name for k, v in made.items()}))
+        return target
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{kind}.json").write_text(json.dumps(results, indent=1))
+    with HISTORY.open("a") as fh:
+        fh.write(json.dumps(key_figures(kind, results)) + "\n")
+    bench, peers = load_json(RESULTS_DIR / "bench.json"), load_json(RESULTS_DIR / "peers.json")
+    made = charts.draw(bench, peers, BENCH / "plots")
+    target = BENCH / "RESULTS.md"
+    target.write_text(
+        render(bench, peers, load_history(), {k: os.path.relpath(v, BENCH) for k, v in made.items()})
+    )
+    return target
