@@ -139,6 +139,13 @@ class Worker:
         for event in self.gate.close("flush"):
             self._on_event(event)
         self.finals.put_nowait(None)
+        if reason == "end_of_input":
+            # nobody asked us to stop: every utterance heard gets its final, however long the backlog
+            # (stdin fed faster than real time); a signal meanwhile bounds the rest as usual
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({publisher, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            deadline = time.monotonic() + self.s.shutdown_timeout_s
         try:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic() - 0.5)):
                 await publisher
@@ -166,12 +173,17 @@ class Worker:
     # ---- audio ------------------------------------------------------------------------------
 
     async def _capture(self) -> None:
+        # AUDIO_REALTIME=0 reads a file "as fast as the decoder goes": each utterance's final is out
+        # before the file is read on, so a long file neither floods a server nor piles up finals
+        paced_by_decoder = isinstance(self.source, WavSource) and not self.source.realtime
         async for frame in self.source.frames():
             self._last_frame = time.monotonic()
             if self.muted:
                 continue
             for event in self.gate.feed(frame):
                 self._on_event(event)
+                if paced_by_decoder and isinstance(event, v.SpeechEnd):
+                    await self.finals.join()
             if self.current is not None and self.gate.is_open and self.gate.t_ms == self.gate.voiced_end_ms:
                 self.current.voiced_end_wall = time.time()
 
@@ -239,7 +251,10 @@ class Worker:
                 log.exception("final_failed", utterance_id=utt.id)
                 self._publish_error(utt, "decode_failed", repr(exc))
                 continue
-            self._publish_final(utt, result)
+            else:
+                self._publish_final(utt, result)
+            finally:
+                self.finals.task_done()
 
     def _publish_final(self, utt: Utterance, t: Transcript) -> None:
         now = time.time()

@@ -72,6 +72,11 @@ class WsBackend:
         if self.ws is None:
             stream.fail("server not connected")
         else:
+            if self._open is not None:
+                # the previous utterance has ended (the gate holds one at a time) but its final is not
+                # asked for yet (finals go out in order, behind slower ones): end its segment now, or
+                # this utterance's audio would be appended to it
+                self.send_end(self._open)
             self._open = stream
         return stream
 
@@ -137,7 +142,9 @@ class WsBackend:
                 log.warning("server_message_invalid", detail=exc.message)
                 continue
             if isinstance(msg, p.Ready):
-                self._model = msg.model
+                known, self._model = self._model, msg.model
+                if known != msg.model:
+                    self._changed(True)  # the worker's retained state names the model: say it again
             elif isinstance(msg, p.Partial):
                 target = self._open
                 if msg.segment and target is not None and target.segment != msg.segment:
@@ -175,6 +182,7 @@ class WsBackend:
         self._open = None
         if not stream.sent_any:
             return False  # nothing was sent: the server would answer empty_segment
+        stream.ended = True
         self._awaiting.append(stream)
         self._outbox.put_nowait(json.dumps({"type": "end"}))
         return True
@@ -190,6 +198,7 @@ class WsStream:
         self.backend = backend
         self.on_partial = on_partial
         self.sent_any = False
+        self.ended = False  # `end` sent: the final is due
         self.segment = 0
         self.failure: str | None = None
         self._final: asyncio.Future[p.Final] = asyncio.get_running_loop().create_future()
@@ -230,7 +239,7 @@ class WsStream:
                 fn(why)
 
     async def finish(self) -> Transcript:
-        if self.failure is None and not self.backend.send_end(self):
+        if self.failure is None and not self.ended and not self.backend.send_end(self):
             self.fail("server not connected" if self.sent_any or self.backend.ws is None else "no audio sent")
         try:
             async with asyncio.timeout(self.backend.settings.ws_final_timeout_s):

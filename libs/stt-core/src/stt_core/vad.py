@@ -95,13 +95,24 @@ class State(enum.Enum):
     SPEAKING = "speaking"
 
 
+# webrtcvad's noise model starts from nothing: it calls the first 100-150 ms of any input that is not
+# digital silence voiced (a quiet room's noise floor included), which would open the gate at every start
+WEBRTC_WARMUP_MS = 200
+
+
 def webrtc_classifier(aggressiveness: int) -> Callable[[bytes], bool]:
     import webrtcvad
 
     vad = webrtcvad.Vad(aggressiveness)
+    heard_ms = 0
 
     def is_speech(frame: bytes) -> bool:
-        return bool(vad.is_speech(frame, SAMPLE_RATE))
+        nonlocal heard_ms
+        voiced = bool(vad.is_speech(frame, SAMPLE_RATE))  # classified even now: that is how it adapts
+        if heard_ms < WEBRTC_WARMUP_MS:
+            heard_ms += len(frame) * 1000 // (2 * SAMPLE_RATE)
+            return False
+        return voiced
 
     return is_speech
 
@@ -111,7 +122,9 @@ class VadGate:
         self.config = config or VadConfig()
         self.is_speech = is_speech or webrtc_classifier(self.config.aggressiveness)
         c = self.config
-        self._preroll: collections.deque[tuple[bytes, bool]] = collections.deque(maxlen=max(1, c.preroll_ms // c.frame_ms))
+        # the pre-roll proper plus the trigger window: preroll_ms of audio from before the triggering frames
+        self._preroll: collections.deque[tuple[bytes, bool]] = collections.deque(
+            maxlen=max(1, (c.preroll_ms + c.start_window_ms) // c.frame_ms))
         self._window: collections.deque[bool] = collections.deque(maxlen=max(1, c.start_window_ms // c.frame_ms))
         self.state = State.SILENT
         self.t_ms = 0  # stream time at the end of the last frame fed
