@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env-file", type=Path, default=os.environ.get("STT_ENV_FILE") or None,
                         help="read variables from this file too (the environment wins)")
     parser.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    parser.add_argument("--remove-discovery", action="store_true",
+                        help="delete this worker's Home Assistant discovery configs from the broker and exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     if args.list_devices:
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = load(WorkerSettings, PROG, args.env_file)
     configure_logging(settings.log_level, settings.log_format)
+    if args.remove_discovery:
+        from .unpublish import remove_discovery
+
+        raise SystemExit(asyncio.run(remove_discovery(settings)))
     from .app import Worker
 
     try:

@@ -12,22 +12,25 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from stt_core import __version__
 from stt_core import vad as v
-from stt_core.errors import ConfigError
+from stt_core.errors import ConfigError, PeerError
 from stt_core.sdnotify import Notifier
 
+from . import control, discovery, hermes
 from .backend import Backend, BackendUnavailable, Transcript, UtteranceStream
 from .backend_local import LocalBackend
 from .backend_ws import WsBackend
 from .failover import FailoverBackend
-from .mqtt_link import MqttLink
+from .mqtt_link import Incoming, MqttLink
+from .persist import StateFile, state_dir
 from .settings import WorkerSettings
 from .sources import StdinSource, WavSource
+from .topics import Topics
 
 log = structlog.get_logger(__name__)
 
@@ -77,19 +80,36 @@ class Utterance:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def _session(utt: Utterance) -> str | None:
+    """The Hermes session an utterance was started for (hermes/asr/startListening), if any."""
+    sid = utt.extra.get("session_id")
+    return sid if isinstance(sid, str) else None
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, *, notifier: Notifier | None = None) -> None:
         self.s = settings
         self.topic = settings.topic
         self.link = MqttLink(settings, settings.mqtt_client_id or f"stt-worker-{settings.site_id}")
-        self.backend = make_backend(settings, self._backend_changed)
+        self.topics = Topics.of(settings.mqtt_base_topic, settings.site_id)
+        self.store = StateFile(state_dir(), settings.site_id, settings.stt_backend)
+        saved = self.store.load()
+        # backends are built on first use and kept: switching back and forth reloads nothing
+        self._local: LocalBackend | None = None
+        self._backends: dict[str, Backend] = {}
+        self._started: set[str] = set()
+        self._switching = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.backend_name = saved.backend or settings.stt_backend
+        self.backend = self._backend(self.backend_name)
         self.source = make_source(settings)
         self.gate = v.VadGate(settings.vad_config())
         self.notifier = notifier or Notifier()
         self.current: Utterance | None = None
         self.finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
         self.listening = False
-        self.muted = False
+        self.muted = saved.muted
+        self._mute_epoch = 0  # bumped by every mute: finals of earlier utterances are not published
         self._last_frame = time.monotonic()
         self._stop = asyncio.Event()
         self.exit_code = 0
@@ -103,11 +123,14 @@ class Worker:
         await self.link.start()
         self.link.on_connect = self.publish_state
         await self.backend.start()  # ConfigError (a model that cannot load) ends the run with 78
+        self._started.add(self.backend_name)
+        self._wire()
         self.listening = True
         self.publish_state()
         await self.link.wait_connected(5.0)
-        log.info("worker_started", site_id=self.s.site_id, backend=self.s.stt_backend, source=self.source.describe,
-                 model=self.backend.model, mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topic)
+        log.info("worker_started", site_id=self.s.site_id, backend=self.backend_name,
+                 source=self.source.describe, model=self.backend.model,
+                 mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topic)
         self.notifier.ready(f"listening on {self.source.describe}")
         publisher = loop.create_task(self._publish_finals())
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
@@ -159,7 +182,7 @@ class Worker:
         await self.link.close(timeout=max(0.1, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
-                await self.backend.stop()
+                await self._stop_backends()
         log.info("worker_stopped")
 
     async def _watchdog(self) -> None:
@@ -213,6 +236,7 @@ class Worker:
         held_ms = self.gate.t_ms - event.t_ms
         utt = Utterance(id=uid, stream=None, started_wall=now - held_ms / 1000, t_start_ms=event.t_ms)  # type: ignore[arg-type]
         utt.voiced_end_wall = now
+        utt.extra["epoch"] = self._mute_epoch
 
         async def partial(text: str, t_ms: int) -> None:
             if self.current is not utt or not text:
@@ -222,6 +246,7 @@ class Worker:
             utt.partials += 1
             self.link.publish_ephemeral(f"{self.topic}/transcript/partial", json.dumps(
                 {"utterance_id": uid, "text": text, "t_ms": t_ms, "backend": self._backend_label()}))
+            self._announce_partial(utt, text, t_ms)
 
         utt.stream = self.backend.open(partial)
         utt.stream.feed(event.audio)
@@ -257,6 +282,9 @@ class Worker:
                 self.finals.task_done()
 
     def _publish_final(self, utt: Utterance, t: Transcript) -> None:
+        if utt.extra.get("epoch") != self._mute_epoch or self.muted:
+            log.info("utterance_dropped_muted", utterance_id=utt.id)
+            return
         now = time.time()
         latency_ms = int((now - utt.voiced_end_wall) * 1000)
         timings = {"audio_ms": utt.audio_ms, "latency_ms": latency_ms,
@@ -272,6 +300,7 @@ class Worker:
             "fallback": t.fallback,
         }
         self.link.publish_reliable(f"{self.topic}/transcript/final", json.dumps(payload))
+        self._announce_final(utt, payload)
         log.info("utterance", utterance_id=utt.id, text=t.text, backend=t.backend, fallback=t.fallback,
                  confidence=t.confidence, end=utt.reason, decode_ms=t.decode_ms, speculative=t.speculative,
                  **timings)
@@ -286,13 +315,175 @@ class Worker:
     # ---- state ------------------------------------------------------------------------------
 
     def _backend_label(self) -> str:
-        return self.s.stt_backend if self.backend.connected else "local" if self.s.stt_fallback == "local" else "ws"
+        if self.backend.connected:
+            return self.backend_name
+        return "local" if self.s.stt_fallback == "local" else "ws"
 
     def _backend_changed(self, up: bool) -> None:
         self.publish_state()
 
     def publish_state(self) -> None:
+        ws = self._ws()
         self.link.publish_retained(f"{self.topic}/state", json.dumps({
-            "backend": self.s.stt_backend, "backend_connected": self.backend.connected,
+            "backend": self.backend_name, "active_backend": self._backend_label(),
+            "backend_connected": self.backend.connected, "server_connected": ws.connected if ws else None,
             "listening": self.listening and not self.muted, "muted": self.muted, "model": self.backend.model,
             "version": __version__, "site_id": self.s.site_id}))
+
+    # ---- control: Home Assistant, <base>/<site>/set, Hermes ------------------------------------
+
+    def _wire(self) -> None:
+        """Subscribe to the control topics (the link subscribes again after every reconnect), route
+        what arrives, announce discovery."""
+        self.link.on_message = self._on_message
+        for topic in self.topics.commands:
+            self.link.subscribe(topic)
+        if self.s.ha_discovery:
+            self.link.subscribe(discovery.status_topic(self.s))
+            self.publish_discovery()
+        if self.s.hermes:
+            for topic in hermes.SUBSCRIPTIONS:
+                self.link.subscribe(topic)
+        self.link.publish_retained(self.topics.speech, "OFF")
+
+    def publish_discovery(self) -> None:
+        for topic, config in discovery.configs(self.s).items():
+            self.link.publish_retained(topic, json.dumps(config))
+
+    def _on_message(self, msg: Incoming) -> None:
+        if msg.topic == discovery.status_topic(self.s):
+            if msg.payload.strip() == b"online" and self.s.ha_discovery:
+                log.info("home_assistant_online")
+                self.publish_discovery()
+            return
+        if msg.retain:
+            # a retained command would be applied again at every start: it is someone's mistake
+            log.warning("control_retained_ignored", topic=msg.topic)
+            return
+        try:
+            if msg.topic in hermes.SUBSCRIPTIONS:
+                cmd = hermes.parse(msg.topic, msg.payload, self.s.site_id)
+                if isinstance(cmd, hermes.Toggle):
+                    self.set_muted(not cmd.on)
+                elif isinstance(cmd, hermes.StartListening):
+                    self.listen(cmd.session_id)
+                elif isinstance(cmd, hermes.StopListening):
+                    self.stop_listening(cmd.session_id)
+                return
+            for command in control.decode(self.topics, msg.topic, msg.payload):
+                self.apply(command)
+        except PeerError as exc:
+            log.warning("control_refused", topic=msg.topic, code=exc.code, detail=exc.message)
+            self.link.publish_reliable(self.topics.error, json.dumps(
+                control.error_payload(self.s.site_id, msg.topic, msg.payload, exc.code, exc.message)))
+
+    def apply(self, command: control.Command) -> None:
+        if isinstance(command, control.SetMuted):
+            self.set_muted(command.muted)
+        elif isinstance(command, control.SetBackend):
+            task = asyncio.get_running_loop().create_task(self.switch_backend(command.backend))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif command.start:
+            self.listen(command.session_id)
+        else:
+            self.stop_listening(command.session_id)
+
+    def set_muted(self, muted: bool) -> None:
+        """A muted worker captures nothing and publishes no transcript: the utterance being spoken is
+        dropped, and so are finals still being decoded."""
+        if muted and not self.muted:
+            self._mute_epoch += 1
+            utt, self.current = self.current, None
+            if utt is not None:
+                utt.stream.cancel()
+                self.link.publish_retained(self.topics.speech, "OFF")
+                log.info("utterance_dropped_muted", utterance_id=utt.id)
+            # a fresh gate: nothing heard before muting (pre-roll, an open utterance) leaks past it
+            self.gate = v.VadGate(self.gate.config, self.gate.is_speech)
+        if muted != self.muted:
+            log.info("muted" if muted else "unmuted")
+        self.muted = muted
+        self.publish_state()
+        self.store.save(muted=self.muted, backend=self.backend_name)
+
+    def listen(self, session_id: str | None = None) -> None:
+        """Start an utterance now (the Listen button, hermes/asr/startListening): it ends on the usual
+        hangover, or at stop_listening."""
+        if self.muted:
+            raise control.ControlError("muted", "the worker is muted: unmute it first")
+        for event in self.gate.open():
+            self._on_event(event)
+        if self.current is not None and session_id is not None:
+            self.current.extra["session_id"] = session_id
+        log.info("listen", session_id=session_id)
+
+    def stop_listening(self, session_id: str | None = None) -> None:
+        if self.current is None or session_id not in (None, self.current.extra.get("session_id", session_id)):
+            return
+        for event in self.gate.close("forced"):
+            self._on_event(event)
+
+    async def switch_backend(self, name: str) -> None:
+        """From the next utterance on; the state confirms. The one in use stays if the other cannot
+        start (a local model that does not load); ws with the server down works through the failover."""
+        async with self._switching:
+            if name != self.backend_name:
+                backend = self._backend(name)
+                try:
+                    if name not in self._started:
+                        await backend.start()
+                        self._started.add(name)
+                except Exception as exc:  # refuse the switch, keep working
+                    log.error("backend_switch_failed", backend=name, error=str(exc))
+                    self.link.publish_reliable(self.topics.error, json.dumps(control.error_payload(
+                        self.s.site_id, self.topics.backend_set, name.encode(), "backend_failed", str(exc))))
+                    self._backends.pop(name, None)
+                    return
+                self.backend, self.backend_name = backend, name
+                log.info("backend_switched", backend=name, model=backend.model)
+            self.publish_state()
+            self.store.save(muted=self.muted, backend=self.backend_name)
+
+    def _backend(self, name: str) -> Backend:
+        """The backend called ``name``, built on first use. The local engine is one, shared with the
+        ws backend's fallback, so it is loaded once whichever way the switches go."""
+        if name not in self._backends:
+            if self._local is None and (name == "local" or self.s.stt_fallback == "local"):
+                self._local = LocalBackend(self.s)
+            if name == "local":
+                assert self._local is not None
+                self._backends[name] = self._local
+            else:
+                ws = WsBackend(self.s, self._backend_changed)
+                self._backends[name] = FailoverBackend(ws, self._local) if self._local is not None else ws
+        return self._backends[name]
+
+    def _ws(self) -> WsBackend | None:
+        b = self._backends.get("ws")
+        return b.primary if isinstance(b, FailoverBackend) else b if isinstance(b, WsBackend) else None
+
+    async def _stop_backends(self) -> None:
+        ws = self._ws()
+        if ws is not None:
+            await ws.stop()
+        if self._local is not None:
+            await self._local.stop()
+
+    def _announce_final(self, utt: Utterance, payload: dict[str, Any]) -> None:
+        """Beside transcript/final: Home Assistant's event (fires on every utterance, the same words
+        twice included), the retained last transcript (sensor state and attributes), Hermes."""
+        event = {"event_type": discovery.EVENT_TYPE, **payload}
+        self.link.publish_reliable(self.topics.event, json.dumps(event))
+        self.link.publish_retained(self.topics.last, json.dumps(payload))
+        if self.s.hermes:
+            self.link.publish_reliable(hermes.TEXT_CAPTURED, json.dumps(hermes.text_captured(
+                text=payload["text"], likelihood=payload["confidence"], seconds=payload["audio_s"],
+                site_id=self.s.site_id, session_id=_session(utt), lang=payload["language"])))
+
+    def _announce_partial(self, utt: Utterance, text: str, t_ms: int) -> None:
+        if self.s.hermes:
+            # the likelihood of text that may still change is not known: 0, as Rhasspy's partials say
+            self.link.publish_ephemeral(hermes.PARTIAL_TEXT_CAPTURED, json.dumps(hermes.partial_text_captured(
+                text=text, likelihood=0.0, seconds=round(utt.audio_ms / 1000, 3), site_id=self.s.site_id,
+                session_id=_session(utt), lang=self.s.whisper_lang)))

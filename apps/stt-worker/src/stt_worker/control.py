@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-
 from stt_core.errors import PeerError
 
 from .topics import Topics
@@ -131,8 +130,10 @@ def decode_mute(payload: bytes) -> SetMuted:
 
 def decode_backend(payload: bytes) -> SetBackend:
     text = _text(payload).lower()
-    if text == "local" or text == "ws":
-        return SetBackend(text)
+    if text == "local":
+        return SetBackend("local")
+    if text == "ws":
+        return SetBackend("ws")
     raise ControlError(INVALID_COMMAND, f"backend takes local or ws, got {text[:40]!r}")
 
 

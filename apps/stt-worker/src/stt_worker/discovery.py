@@ -72,7 +72,8 @@ def _entities(t: Topics) -> list[tuple[str, str, dict[str, Any]]]:
             "value_template": f"{{{{ value_json.text[:{STATE_MAX}] }}}}",
             "json_attributes_topic": t.last, "icon": "mdi:text"}),
         ("switch", "mute", {
-            "name": "Mute", "command_topic": t.mute_set, "state_topic": t.state, "value_template": _SWITCH_TPL,
+            "name": "Mute", "command_topic": t.mute_set, "state_topic": t.state,
+            "value_template": _SWITCH_TPL,
             "payload_on": MUTE_ON, "payload_off": MUTE_OFF, "state_on": MUTE_ON, "state_off": MUTE_OFF,
             "icon": "mdi:microphone-off"}),
         ("select", "backend", {
@@ -80,7 +81,8 @@ def _entities(t: Topics) -> list[tuple[str, str, dict[str, Any]]]:
             "value_template": "{{ value_json.backend }}", "options": list(BACKENDS),
             "json_attributes_topic": t.state, "entity_category": "config", "icon": "mdi:server-network"}),
         ("button", "listen", {
-            "name": "Listen", "command_topic": t.listen_set, "payload_press": PRESS, "icon": "mdi:microphone"}),
+            "name": "Listen", "command_topic": t.listen_set, "payload_press": PRESS,
+            "icon": "mdi:microphone"}),
         ("binary_sensor", "server", {
             "name": "Server", "state_topic": t.state, "value_template": _SERVER_TPL,
             "payload_on": "ON", "payload_off": "OFF", "device_class": "connectivity",

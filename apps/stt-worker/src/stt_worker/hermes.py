@@ -52,8 +52,9 @@ class _Incoming(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    siteId: str = DEFAULT_SITE  # noqa: N815 - Hermes' own field names
-    sessionId: str | None = None  # noqa: N815
+    # Hermes' own field names
+    siteId: str = DEFAULT_SITE
+    sessionId: str | None = None
 
 
 def parse(topic: str, payload: bytes, site_id: str) -> HermesCommand | None:
@@ -72,7 +73,8 @@ def parse(topic: str, payload: bytes, site_id: str) -> HermesCommand | None:
     try:
         msg = _Incoming.model_validate(data)
     except ValidationError as exc:
-        raise ControlError(INVALID_COMMAND, f"{topic}: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from None
+        err = exc.errors()[0]
+        raise ControlError(INVALID_COMMAND, f"{topic}: {err['loc'][0]}: {err['msg']}") from None
     if msg.siteId != site_id:
         return None
     if topic == TOGGLE_ON:

@@ -39,8 +39,11 @@ class Incoming:
 
 
 class MqttLink:
-    def __init__(self, settings: WorkerSettings, client_id: str) -> None:
+    def __init__(self, settings: WorkerSettings, client_id: str, *, announce: bool = True) -> None:
+        """``announce=False``: a helper connection (``--remove-discovery``) that must not touch the
+        worker's availability topic, so no Last Will and no online/offline."""
         self.settings = settings
+        self.announce = announce
         self.availability_topic = f"{settings.topic}/availability"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
@@ -57,7 +60,8 @@ class MqttLink:
         self._drainer: asyncio.Task[None] | None = None
 
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        c.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        if announce:
+            c.will_set(self.availability_topic, "offline", qos=1, retain=True)
         if settings.mqtt_username:
             pw = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
             c.username_pw_set(settings.mqtt_username, pw)
@@ -108,7 +112,7 @@ class MqttLink:
         """Clean goodbye: offline (retained) acknowledged, then disconnect, so no Last Will fires."""
         if self._drainer is not None:
             self._drainer.cancel()
-        if self.connected:
+        if self.connected and self.announce:
             info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(info.wait_for_publish, timeout)
@@ -119,7 +123,8 @@ class MqttLink:
 
     def subscribe(self, topic: str) -> None:
         self._subscriptions.append(topic)
-        if self.connected:
+        # paho's own state, not the loop's: a connect whose callback already ran must not miss this topic
+        if self.client.is_connected():
             self.client.subscribe(topic, qos=1)
 
     def publish_retained(self, topic: str, payload: str) -> None:
@@ -190,7 +195,8 @@ class MqttLink:
         if reason.is_failure:
             log.warning("mqtt_refused", reason=str(reason))
             return
-        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        if self.announce:
+            client.publish(self.availability_topic, "online", qos=1, retain=True)
         for topic, payload in list(self._retained.items()):
             client.publish(topic, payload, qos=1, retain=True)
         for topic in self._subscriptions:

@@ -55,6 +55,10 @@ class WorkerSettings(CommonSettings):
     # finals kept while the broker is away; past this the oldest are dropped (and logged)
     mqtt_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
     site_id: str = Field(default_factory=_default_site_id, min_length=1, max_length=64)
+    # ---- Home Assistant MQTT discovery and Hermes (Rhasspy / Snips) compatibility
+    ha_discovery: bool = True
+    ha_discovery_prefix: str = Field(default="homeassistant", min_length=1)
+    hermes: bool = False
     # ---- shutdown
     shutdown_timeout_s: float = Field(default=4.0, gt=0, le=60)
 
@@ -65,7 +69,7 @@ class WorkerSettings(CommonSettings):
             raise ValueError(f"must be one of {', '.join(map(str, FRAME_MS_ALLOWED))} (webrtcvad frame sizes)")
         return v
 
-    @field_validator("site_id", "mqtt_base_topic")
+    @field_validator("site_id", "mqtt_base_topic", "ha_discovery_prefix")
     @classmethod
     def _topic_level(cls, v: str) -> str:
         if any(ch in v for ch in "+#") or v.startswith("/") or v.endswith("/"):

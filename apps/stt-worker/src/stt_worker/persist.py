@@ -1,0 +1,70 @@
+"""Muted and backend survive a restart, in a small JSON file, when the service has a state directory.
+
+The directory is systemd's ``STATE_DIRECTORY`` (``StateDirectory=`` in the unit; the first one when
+there are several), else ``$XDG_STATE_HOME/stt-bridge``; with neither set nothing is kept. The backend
+chosen at run time is only restored while ``STT_BACKEND`` is what it was when it was chosen: an
+operator who edits the configuration and restarts gets what they configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "stt-bridge"
+    return None
+
+
+@dataclass(frozen=True)
+class Saved:
+    muted: bool = False
+    backend: str | None = None
+
+
+class StateFile:
+    def __init__(self, directory: Path | None, site_id: str, configured_backend: str) -> None:
+        name = re.sub(r"[^a-zA-Z0-9_.-]", "_", site_id)
+        self.path = directory / f"worker-{name}.json" if directory is not None else None
+        self.configured_backend = configured_backend
+
+    def load(self) -> Saved:
+        if self.path is None or not self.path.is_file():
+            return Saved()
+        try:
+            data = json.loads(self.path.read_text())
+            muted = data.get("muted") is True
+            same_config = data.get("configured_backend") == self.configured_backend
+            backend = data.get("backend") if same_config else None
+            return Saved(muted=muted, backend=backend if backend in ("local", "ws") else None)
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("state_file_unreadable", path=str(self.path), error=str(exc))
+            return Saved()
+
+    def save(self, *, muted: bool, backend: str) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"muted": muted, "backend": backend,
+                                       "configured_backend": self.configured_backend}))
+            tmp.replace(self.path)  # atomic: a crash mid-write leaves the old file, never half a file
+        except OSError as exc:
+            log.warning("state_file_unwritable", path=str(self.path), error=str(exc))
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -1,0 +1,34 @@
+"""persist.py: where muted/backend are kept, and when a kept backend is (not) restored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stt_worker.persist import Saved, StateFile, state_dir
+
+
+def test_state_dir_prefers_systemd_then_xdg_then_nothing(tmp_path: Path) -> None:
+    """STATE_DIRECTORY (its first entry) wins over XDG_STATE_HOME; with neither nothing is kept."""
+    both = {"STATE_DIRECTORY": f"{tmp_path}/a:{tmp_path}/b", "XDG_STATE_HOME": "/x"}
+    assert state_dir(both) == tmp_path / "a"
+    assert state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "stt-bridge"
+    assert state_dir({"STATE_DIRECTORY": "", "XDG_STATE_HOME": ""}) is None
+
+
+def test_round_trip_and_configuration_change(tmp_path: Path) -> None:
+    """Saved muted/backend come back; the backend only while STT_BACKEND is unchanged."""
+    StateFile(tmp_path, "kitchen", "local").save(muted=True, backend="ws")
+    assert StateFile(tmp_path, "kitchen", "local").load() == Saved(muted=True, backend="ws")
+    assert StateFile(tmp_path, "kitchen", "ws").load() == Saved(muted=True, backend=None)
+    assert StateFile(tmp_path, "office", "local").load() == Saved()
+
+
+def test_unreadable_or_absent_state_is_the_default(tmp_path: Path) -> None:
+    """A corrupt file, or no directory at all, means the configured defaults."""
+    f = StateFile(tmp_path, "kitchen", "local")
+    assert f.path is not None
+    f.path.write_text("{not json")
+    assert f.load() == Saved()
+    none = StateFile(None, "kitchen", "local")
+    none.save(muted=True, backend="ws")
+    assert none.load() == Saved()
