@@ -218,7 +218,7 @@ def worker_env(port: int, state_dir: Path, **extra: str) -> dict[str, str]:
            "STT_BACKEND": "local", "STT_FALLBACK": "local", "LOG_FORMAT": "json", "LOG_LEVEL": "info",
            "HA_DISCOVERY": "1", "HA_DISCOVERY_PREFIX": PREFIX, "HERMES": "0",
            # muted/backend are kept across restarts here, and only here: never in the user's state
-           "XDG_STATE_HOME": str(state_dir), "STATE_DIRECTORY": "",
+           "STATE_DIRECTORY": str(state_dir),
            "WHISPER_MODEL": "", "STT_ENV_FILE": ""}
     env.update(extra)
     return env

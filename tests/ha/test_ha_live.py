@@ -354,7 +354,7 @@ def test_repeated_words_fire_an_event_each_on_a_wav(start_worker: Callable[..., 
 
 
 def test_muted_and_backend_survive_a_restart(start_worker: Callable[..., Worker], ha: Ha) -> None:
-    """With a state directory (XDG_STATE_HOME here), muted and the chosen backend are restored."""
+    """With a state directory (STATE_DIRECTORY here), muted and the chosen backend are restored."""
     dead = f"ws://127.0.0.1:{free_port()}/stt"
     w = start_worker(WS_URL=dead, WS_CONNECT_TIMEOUT_S="1")
     ready(ha)

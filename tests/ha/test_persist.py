@@ -7,11 +7,12 @@ from pathlib import Path
 from stt_worker.persist import Saved, StateFile, state_dir
 
 
-def test_state_dir_prefers_systemd_then_xdg_then_nothing(tmp_path: Path) -> None:
-    """STATE_DIRECTORY (its first entry) wins over XDG_STATE_HOME; with neither nothing is kept."""
+def test_state_dir_is_systemds_only(tmp_path: Path) -> None:
+    """STATE_DIRECTORY (its first entry) is where state is kept; XDG_STATE_HOME is not used, so a
+    worker run by hand never starts muted because a service once was; with none, nothing is kept."""
     both = {"STATE_DIRECTORY": f"{tmp_path}/a:{tmp_path}/b", "XDG_STATE_HOME": "/x"}
     assert state_dir(both) == tmp_path / "a"
-    assert state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "stt-bridge"
+    assert state_dir({"XDG_STATE_HOME": str(tmp_path)}) is None
     assert state_dir({"STATE_DIRECTORY": "", "XDG_STATE_HOME": ""}) is None
 
 

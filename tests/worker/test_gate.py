@@ -163,9 +163,10 @@ def test_pause_then_resume_then_end():
 
 
 def test_forced_open_is_never_discarded():
-    """open() (push-to-talk) starts an utterance at once with the pre-roll, is not opened twice, ends on
-    the hangover, and is ended with SpeechEnd even with no voiced audio at all; the next, natural,
-    utterance follows the usual rules again (a click is discarded)."""
+    """open() (push-to-talk) starts an utterance at once with the pre-roll, is not opened twice, gives
+    the person listen_timeout_ms (not just the hangover) to start speaking, and is ended with SpeechEnd
+    even with no voiced audio at all; the next, natural, utterance follows the usual rules again (a
+    click is discarded)."""
     s = Script()
     s.feed("S" * 5)
     (start,) = s.gate.open()
@@ -173,11 +174,25 @@ def test_forced_open_is_never_discarded():
     assert indices(start.audio) == [0, 1, 2, 3, 4]
     assert s.gate.open() == []
     s.feed("S" * (CFG.hangover_ms // MS))
+    assert s.of(v.SpeechEnd) == [], "the hangover alone must not end a Listen before the first word"
+    assert s.of(v.Pause) == [], "no speculative decode before anything was said"
+    s.feed("S" * (CFG.listen_timeout_ms // MS + 1 - CFG.hangover_ms // MS))
     (_, end), = s.of(v.SpeechEnd)
     assert end.voiced_ms == 0
     assert s.of(v.SpeechDiscarded) == []
     s.feed("VVV" + "S" * 30)
     assert len(s.of(v.SpeechDiscarded)) == 1
+
+
+def test_forced_open_then_speech_ends_on_the_hangover():
+    """Once the person speaks after open(), the usual hangover ends the utterance."""
+    s = Script()
+    s.gate.open()
+    s.feed("S" * 20 + "V" * 10)
+    assert s.of(v.SpeechEnd) == []
+    s.feed("S" * (CFG.hangover_ms // MS))
+    (_, end), = s.of(v.SpeechEnd)
+    assert end.voiced_ms == 10 * MS
 
 
 def test_close_flushes_an_open_utterance_and_is_a_no_op_when_closed():

@@ -1,7 +1,8 @@
 """Muted and backend survive a restart, in a small JSON file, when the service has a state directory.
 
 The directory is systemd's ``STATE_DIRECTORY`` (``StateDirectory=`` in the unit; the first one when
-there are several), else ``$XDG_STATE_HOME/stt-bridge``; with neither set nothing is kept. The backend
+there are several); without it nothing is kept. Not ``XDG_STATE_HOME``: a worker run by hand (a
+test, ``make demo``) must not start muted because a service once was. The backend
 chosen at run time is only restored while ``STT_BACKEND`` is what it was when it was chosen: an
 operator who edits the configuration and restarts gets what they configured.
 """
@@ -25,8 +26,6 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
     if env.get("STATE_DIRECTORY"):
         return Path(env["STATE_DIRECTORY"].split(":")[0])
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "stt-bridge"
     return None
 
 

@@ -36,6 +36,8 @@ class VadConfig:
     max_utterance_s: float = 30.0
     # trailing silence after which a Pause is announced (speculative decoding may start)
     pause_ms: int = 150
+    # after open() (push-to-talk, Listen), how long the person has to start speaking
+    listen_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_ALLOWED:
@@ -155,8 +157,9 @@ class VadGate:
         return self._feed_speaking(frame, voiced)
 
     def open(self) -> list[Event]:
-        """Open the gate now (push-to-talk, a wake word elsewhere): the pre-roll is sent at once and
-        the utterance ends on the usual hangover, but is never discarded as too short."""
+        """Open the gate now (push-to-talk, a wake word elsewhere): the pre-roll is sent at once, the
+        person has ``listen_timeout_ms`` to start speaking, then the utterance ends on the usual
+        hangover. It is never discarded as too short."""
         if self.state is State.SPEAKING:
             return []
         self.forced_open = True
@@ -206,10 +209,12 @@ class VadGate:
                 events.append(Resume())
         else:
             self._unvoiced_run_ms += c.frame_ms
-            if not self._paused and self._unvoiced_run_ms >= c.pause_ms:
+            if not self._paused and self._voiced_ms and self._unvoiced_run_ms >= c.pause_ms:
                 self._paused = True
                 events.append(Pause(self._voiced_end_ms))
-        if self._unvoiced_run_ms >= c.hangover_ms:
+        # a forced open waits for the first word before the hangover counts
+        waiting = self.forced_open and self._voiced_ms == 0
+        if self._unvoiced_run_ms >= (c.listen_timeout_ms if waiting else c.hangover_ms):
             events.append(self._end("silence"))
         elif self._utterance_ms >= c.max_utterance_s * 1000:
             events.append(self._end("max_length"))
