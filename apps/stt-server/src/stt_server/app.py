@@ -8,8 +8,6 @@ import signal
 from typing import Any
 
 import structlog
-from websockets.asyncio.server import ServerConnection, serve
-
 from stt_core import __version__
 from stt_core import protocol as p
 from stt_core.build import EngineInfo
@@ -17,6 +15,7 @@ from stt_core.engine import Engine
 from stt_core.metrics import Metrics
 from stt_core.sdnotify import Notifier
 from stt_core.session import CloseCode
+from websockets.asyncio.server import ServerConnection, serve
 
 from .connection import Connection
 from .http import route

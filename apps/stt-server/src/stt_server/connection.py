@@ -8,12 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_core.engine import PartialResult, Segment
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
     from .app import Server

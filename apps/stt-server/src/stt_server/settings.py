@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-
 from stt_core.settings import CommonSettings
 
 
 class ServerSettings(CommonSettings):
-    host: str = "0.0.0.0"  # noqa: S104 - a LAN service by design; restrict with HOST=127.0.0.1
+    host: str = "0.0.0.0"  # a LAN service by design; restrict with HOST=127.0.0.1
     port: int = Field(default=9000, ge=1, le=65535)
     device: str = Field(default="cuda", pattern="^(?i)(cuda|cpu|auto)$")
     stt_token: SecretStr | None = None

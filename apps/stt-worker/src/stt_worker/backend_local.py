@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-
 from stt_core.build import build_engine
 from stt_core.engine import Engine, PartialResult, Segment
 

@@ -15,12 +15,11 @@ import json
 from collections.abc import Callable
 
 import structlog
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from stt_core import protocol as p
 from stt_core.backoff import Backoff
 from stt_core.errors import PeerError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .backend import BackendUnavailable, PartialSink, Transcript
 from .settings import WorkerSettings
@@ -107,7 +106,7 @@ class WsBackend:
                 log.warning("server_refused", url=s.ws_url, status=exc.response.status_code)
             except (OSError, TimeoutError, ConnectionClosed) as exc:
                 log.warning("server_unreachable", url=s.ws_url, error=str(exc) or type(exc).__name__)
-            except Exception as exc:  # noqa: BLE001 - never let the reconnect loop die
+            except Exception as exc:  # never let the reconnect loop die
                 log.warning("server_error", url=s.ws_url, error=repr(exc))
             was = self.ws is not None
             self._lost("connection to the server lost")

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-
 from stt_core.audio import TARGET_RATE
 from stt_core.backoff import Backoff
 from stt_core.errors import ConfigError
@@ -38,7 +37,7 @@ def describe_devices() -> str:
     sd = _sd()
     try:
         default_in = sd.default.device[0]
-    except Exception:  # noqa: BLE001 - no default device at all
+    except Exception:  # no default device at all
         default_in = -1
     lines = []
     for d in input_devices():
@@ -75,7 +74,7 @@ def pick_rate(device: int | None) -> int:
     try:
         sd.check_input_settings(device=device, channels=1, samplerate=TARGET_RATE, dtype="int16")
         return TARGET_RATE
-    except Exception:  # noqa: BLE001 - PortAudio says "Invalid sample rate" in several ways
+    except Exception:  # PortAudio says "Invalid sample rate" in several ways
         info = sd.query_devices(device, "input")
         return int(info["default_samplerate"])
 
@@ -95,7 +94,7 @@ class MicSource:
                     yield frame
             except ConfigError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any PortAudio failure: reopen later
+            except Exception as exc:  # any PortAudio failure: reopen later
                 log.warning("mic_lost", device=self.spec or "default", error=str(exc))
             await asyncio.sleep(self.backoff.next_delay())
             self._rescan()

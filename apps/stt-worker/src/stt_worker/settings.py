@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-
 from stt_core.settings import CommonSettings
 from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-
 from stt_core.audio import TARGET_RATE, StreamResampler, downmix, float_to_pcm16
 from stt_core.errors import ConfigError
 

@@ -74,7 +74,7 @@ def resolve_device(device: str) -> str:
 
     try:
         gpus = ctranslate2.get_cuda_device_count()
-    except Exception:  # noqa: BLE001 - a CPU-only build may raise instead of answering 0
+    except Exception:  # a CPU-only build may raise instead of answering 0
         gpus = 0
     if gpus > 0:
         return "cuda"
@@ -104,7 +104,7 @@ def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads
         return WhisperModel(spec.source, local_files_only=True, **kwargs)
     except ValueError as exc:
         raise ConfigError("COMPUTE_TYPE", f"{compute_type!r} does not work on {device}: {exc}") from None
-    except Exception:  # noqa: BLE001 - not cached; try the hub below
+    except Exception:  # not cached; try the hub below
         log.info("model_not_cached", model=spec.source)
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise ConfigError("WHISPER_MODEL", f"model {spec.source!r} is not cached and HF_HUB_OFFLINE is set; "
@@ -114,7 +114,7 @@ def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     try:
         return WhisperModel(spec.source, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - any hub failure is the same answer for the operator
+    except Exception as exc:  # any hub failure is the same answer for the operator
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ConfigError("WHISPER_MODEL", f"model {spec.source!r} is not cached and could not be downloaded "
                           f"({first}); unset WHISPER_MODEL to use the embedded tiny.en, or give a model "
