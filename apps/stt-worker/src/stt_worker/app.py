@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-
 from stt_core import __version__
 from stt_core import vad as v
 from stt_core.errors import ConfigError, PeerError
@@ -179,7 +178,7 @@ class Worker:
         self.publish_state()
         if not await self.link.flush(max(0.1, deadline - time.monotonic() - 0.3)):
             log.warning("shutdown_undelivered", queued=self.link.queued)
-        await self.link.close(timeout=max(0.1, deadline - time.monotonic()))
+        await self.link.close(timeout_s=max(0.1, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
                 await self._stop_backends()
@@ -272,7 +271,7 @@ class Worker:
             except BackendUnavailable as exc:
                 self._publish_error(utt, "backend_unavailable", str(exc))
                 continue
-            except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop the rest
+            except Exception as exc:  # one bad utterance must not stop the rest
                 log.exception("final_failed", utterance_id=utt.id)
                 self._publish_error(utt, "decode_failed", repr(exc))
                 continue

@@ -3,14 +3,14 @@ audio, reports partials and ends in one ``Transcript``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from stt_core.errors import TransientError
 
-# (text, t_ms) of a partial
-PartialSink = Callable[[str, int], Awaitable[None]]
+# (text, t_ms) of a partial; a coroutine function, as the ws backend runs each call as its own task
+PartialSink = Callable[[str, int], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.enums import CallbackAPIVersion
 
 from .settings import WorkerSettings
 
@@ -59,7 +60,7 @@ class MqttLink:
         self.dropped = 0
         self._drainer: asyncio.Task[None] | None = None
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if announce:
             c.will_set(self.availability_topic, "offline", qos=1, retain=True)
         if settings.mqtt_username:
@@ -79,8 +80,13 @@ class MqttLink:
     @staticmethod
     def _jitter_reconnect(c: mqtt.Client) -> None:
         # paho doubles the delay up to the cap; drawing both ends afresh after each disconnect keeps a
-        # houseful of devices from reconnecting in lock-step after the broker restarts
-        c.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=int(random.uniform(20, 30)))  # noqa: S311
+        # houseful of devices from reconnecting in lock-step after the broker restarts (not security-relevant,
+        # so the plain PRNG is right). paho annotates min_delay as int, but only ever adds it to a monotonic
+        # clock and doubles it (Client._reconnect_wait, paho-mqtt 2.x), so fractional seconds work; whole
+        # seconds would leave just two cohorts (1 s and 2 s) and defeat the jitter.
+        min_delay = random.uniform(0.5, 1.5)
+        max_delay = int(random.uniform(20, 30))
+        c.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)  # type: ignore[arg-type]
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -95,27 +101,32 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the broker; ``False`` if still disconnected (never raises)."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await self._connected.wait()
         return self._connected.is_set()
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait until every reliable message is acknowledged by the broker."""
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until every reliable message is acknowledged by the broker;
+        ``False`` if some are still outstanding (never raises)."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
         return self._idle.is_set()
 
-    async def close(self, timeout: float = 2.0) -> None:
-        """Clean goodbye: offline (retained) acknowledged, then disconnect, so no Last Will fires."""
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Clean goodbye: offline (retained) acknowledged, then disconnect, so no Last Will fires.
+
+        ``timeout_s`` bounds the wait for that acknowledgement, which blocks in paho's
+        ``wait_for_publish`` on a worker thread: a caller's ``asyncio.timeout`` could not stop it."""
         if self._drainer is not None:
             self._drainer.cancel()
         if self.connected and self.announce:
             info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(info.wait_for_publish, timeout)
+                await asyncio.to_thread(info.wait_for_publish, timeout_s)
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
 

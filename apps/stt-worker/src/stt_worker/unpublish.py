@@ -41,4 +41,4 @@ async def remove_discovery(settings: WorkerSettings) -> int:
                  site_id=settings.site_id)
         return 0
     finally:
-        await link.close(timeout=2.0)
+        await link.close(timeout_s=2.0)

@@ -34,7 +34,7 @@ def downmix(samples: npt.NDArray[np.float32], channels: int) -> Float32Array:
     """Interleaved multi-channel frames to mono by averaging the channels."""
     if channels == 1:
         return samples
-    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    return np.asarray(samples.reshape(-1, channels).mean(axis=1, dtype=np.float32), dtype=np.float32)
 
 
 class StreamResampler:

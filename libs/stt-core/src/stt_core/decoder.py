@@ -55,8 +55,8 @@ def confidence_of(segments: list[Any]) -> float:
     tokens = sum(max(len(s.tokens), 1) for s in segments)
     if not tokens:
         return 0.0
-    mean_logprob = sum(s.avg_logprob * max(len(s.tokens), 1) for s in segments) / tokens
-    speech = sum((1.0 - s.no_speech_prob) * max(len(s.tokens), 1) for s in segments) / tokens
+    mean_logprob: float = sum(s.avg_logprob * max(len(s.tokens), 1) for s in segments) / tokens
+    speech: float = sum((1.0 - s.no_speech_prob) * max(len(s.tokens), 1) for s in segments) / tokens
     return round(max(0.0, min(1.0, math.exp(mean_logprob) * speech)), 4)
 
 

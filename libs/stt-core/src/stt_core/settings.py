@@ -53,7 +53,7 @@ def load(cls: type[S], prog: str, env_file: Path | None = None) -> S:
     if env_file is not None and not env_file.is_file():
         exit_config(prog, f"env file {env_file} does not exist")
     try:
-        return cls(_env_file=env_file)  # type: ignore[call-arg]
+        return cls(_env_file=env_file)
     except ValidationError as exc:
         exit_config(prog, describe(exc))
     except ConfigError as exc:
