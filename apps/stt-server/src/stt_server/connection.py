@@ -4,6 +4,7 @@ and carries out the actions it returns against the shared engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -122,7 +123,5 @@ class Connection:
                                    session_id=self.machine.session_id, segment=self.machine.segment))
 
     async def _send(self, message: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await self.ws.send(p.encode(message))
-        except ConnectionClosed:
-            pass

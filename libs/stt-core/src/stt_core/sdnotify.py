@@ -6,6 +6,7 @@ Outside systemd the variable is unset and every call is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -25,11 +26,9 @@ class Notifier:
     def notify(self, *states: str) -> None:
         if not self._address:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto("\n".join(states).encode(), self._address)
-            except OSError:
-                pass  # systemd went away; nothing useful to do about it
+        # OSError: systemd went away; nothing useful to do about it
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.sendto("\n".join(states).encode(), self._address)
 
     def ready(self, status: str = "") -> None:
         self.notify("READY=1", *([f"STATUS={status}"] if status else []))
