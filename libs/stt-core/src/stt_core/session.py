@@ -117,20 +117,10 @@ class SessionMachine:
     def receive_bytes(self, data: bytes, now: float) -> list[Action]:
         if self.state is State.CLOSED:
             return []
-        if self.state is State.AWAITING_INIT:
-            return self._error(PeerError("audio_before_init", "send an init message before audio", fatal=True))
-        if len(data) > self.limits.max_frame_bytes:
-            return self._error(PeerError(
-                "frame_too_large",
-                f"binary frame of {len(data)} bytes is over the limit of {self.limits.max_frame_bytes}",
-                fatal=True), close=CloseCode.TOO_BIG)
-        if self._flooding(now):
-            return self._error(PeerError(
-                "flood", f"more than {self.limits.max_frames_per_s} frames per second; send 20-40 ms frames",
-                fatal=True))
-        if len(data) % 2:
-            # Alignment of the rest is unknown, so the frame is refused whole and said so.
-            return self._error(PeerError("odd_length", f"PCM S16LE frames hold whole samples; got {len(data)} bytes"))
+        refused = self._refusal(data, now)
+        if refused is not None:
+            exc, close = refused
+            return self._error(exc, close=close)
         if not data:
             return []
         actions: list[Action] = []
@@ -187,6 +177,27 @@ class SessionMachine:
             return self._error(PeerError("empty_segment", "end received with no audio since the last final"))
         self.state = State.IDLE
         return [EndSegment("end")]
+
+    def _refusal(self, data: bytes, now: float) -> tuple[PeerError, CloseCode] | None:
+        """Why a binary frame is refused, if it is. The order matters: only frames past init and the
+        size limit count towards the flood limit, and an empty frame counts but is not refused."""
+        if self.state is State.AWAITING_INIT:
+            return PeerError(
+                "audio_before_init", "send an init message before audio", fatal=True), CloseCode.POLICY
+        if len(data) > self.limits.max_frame_bytes:
+            return PeerError(
+                "frame_too_large",
+                f"binary frame of {len(data)} bytes is over the limit of {self.limits.max_frame_bytes}",
+                fatal=True), CloseCode.TOO_BIG
+        if self._flooding(now):
+            return PeerError(
+                "flood", f"more than {self.limits.max_frames_per_s} frames per second; send 20-40 ms frames",
+                fatal=True), CloseCode.POLICY
+        if len(data) % 2:
+            # Alignment of the rest is unknown, so the frame is refused whole and said so.
+            return PeerError(
+                "odd_length", f"PCM S16LE frames hold whole samples; got {len(data)} bytes"), CloseCode.POLICY
+        return None
 
     def _flooding(self, now: float) -> bool:
         if now - self._window_start >= 1.0:
