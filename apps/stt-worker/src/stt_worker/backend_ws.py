@@ -30,7 +30,8 @@ log = structlog.get_logger(__name__)
 class WsBackend:
     name = "ws"
 
-    def __init__(self, settings: WorkerSettings, on_connection_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, settings: WorkerSettings,
+                 on_connection_change: Callable[[bool], None] | None = None) -> None:
         self.settings = settings
         self.ws: ClientConnection | None = None
         self._model = "?"
@@ -88,7 +89,8 @@ class WsBackend:
             try:
                 async with connect(s.ws_url, additional_headers=headers, open_timeout=s.ws_connect_timeout_s,
                                    ping_interval=10, ping_timeout=10, max_size=1 << 20) as ws:
-                    await ws.send(p.encode_init(session_id=f"{s.site_id}", sample_rate=16_000, lang=s.whisper_lang))
+                    await ws.send(p.encode_init(session_id=f"{s.site_id}", sample_rate=16_000,
+                                                lang=s.whisper_lang))
                     self.ws = ws
                     self._segment = 0
                     self.backoff.reset()
@@ -140,29 +142,39 @@ class WsBackend:
             except PeerError as exc:
                 log.warning("server_message_invalid", detail=exc.message)
                 continue
-            if isinstance(msg, p.Ready):
-                known, self._model = self._model, msg.model
-                if known != msg.model:
-                    self._changed(True)  # the worker's retained state names the model: say it again
-            elif isinstance(msg, p.Partial):
-                target = self._open
-                if msg.segment and target is not None and target.segment != msg.segment:
-                    continue  # a late partial of an utterance that has already ended
-                if target is not None:
-                    target.partial(msg.text, msg.t_ms)
-            elif isinstance(msg, p.Final):
-                if msg.model:
-                    self._model = msg.model
-                if self._awaiting:
-                    self._awaiting.popleft().resolve(msg)
-                elif self._open is not None and msg.reason == "max_segment":
-                    # the server closed a runaway segment itself; the rest of ours is a new segment
-                    self._segment += 1
-            elif isinstance(msg, p.Error):
-                log.warning("server_error_message", code=msg.code, detail=msg.message)
-                if msg.code in ("server_busy", "shutting_down", "unauthorized"):
-                    self._lost(f"server said {msg.code}")
-            # health messages need no action
+            self._received(msg)
+
+    def _received(self, msg: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
+        if isinstance(msg, p.Ready):
+            known, self._model = self._model, msg.model
+            if known != msg.model:
+                self._changed(True)  # the worker's retained state names the model: say it again
+        elif isinstance(msg, p.Partial):
+            self._on_partial(msg)
+        elif isinstance(msg, p.Final):
+            self._on_final(msg)
+        elif isinstance(msg, p.Error):
+            log.warning("server_error_message", code=msg.code, detail=msg.message)
+            if msg.code in ("server_busy", "shutting_down", "unauthorized"):
+                self._lost(f"server said {msg.code}")
+        # health messages need no action
+
+    def _on_partial(self, msg: p.Partial) -> None:
+        target = self._open
+        if target is None:
+            return
+        if msg.segment and target.segment != msg.segment:
+            return  # a late partial of an utterance that has already ended
+        target.partial(msg.text, msg.t_ms)
+
+    def _on_final(self, msg: p.Final) -> None:
+        if msg.model:
+            self._model = msg.model
+        if self._awaiting:
+            self._awaiting.popleft().resolve(msg)
+        elif self._open is not None and msg.reason == "max_segment":
+            # the server closed a runaway segment itself; the rest of ours is a new segment
+            self._segment += 1
 
     # ---- used by WsStream -------------------------------------------------------------------
 
@@ -247,7 +259,8 @@ class WsStream:
             self.backend.give_up(self)
             self.fail(f"no final within {self.backend.settings.ws_final_timeout_s} s")
             raise BackendUnavailable(self.failure or "timeout") from None
-        return Transcript(text=msg.text, confidence=msg.confidence, language=msg.language or self.backend.settings.whisper_lang,
+        return Transcript(text=msg.text, confidence=msg.confidence,
+                          language=msg.language or self.backend.settings.whisper_lang,
                           backend="ws", model=msg.model or self.backend.model, decode_ms=msg.decode_ms)
 
     def cancel(self) -> None:
