@@ -81,8 +81,9 @@ class Printer:
                 if self.partial_shown:
                     sys.stdout.write("\r\033[K")
                     self.partial_shown = False
-                print(f"  {GREEN}{BOLD}final{RESET}    {f['text']}  {DIM}(latency {f['latency_ms']} ms after end of "
-                      f"speech, confidence {f['confidence']:.2f}, {f['backend']}){RESET}")
+                print(f"  {GREEN}{BOLD}final{RESET}    {f['text']}  "
+                      f"{DIM}(latency {f['latency_ms']} ms after end of speech, "
+                      f"confidence {f['confidence']:.2f}, {f['backend']}){RESET}")
             elif topic in ("availability", "speech") and not TTY:
                 print(f"  {topic:<8} {text}")
             sys.stdout.flush()
@@ -95,15 +96,16 @@ def main() -> None:
     if not answers(host, port):
         broker, port = private_broker()
         host = "127.0.0.1"
-        print(f"demo: no broker at {os.environ.get('MQTT_HOST', 'localhost')}:{os.environ.get('MQTT_PORT', '1883')}; "
-              f"started a private mosquitto on port {port}")
+        wanted = f"{os.environ.get('MQTT_HOST', 'localhost')}:{os.environ.get('MQTT_PORT', '1883')}"
+        print(f"demo: no broker at {wanted}; started a private mosquitto on port {port}")
     printer = Printer()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"stt-demo-{os.getpid()}")
     sub.on_message = printer.on_message
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{BASE}/{SITE}/#", qos=1)
     sub.connect(host, port)
     sub.loop_start()
-    print(f"demo: the worker transcribes {WAV.name} (27 s, 4 utterances) in real time with the embedded model;")
+    print(f"demo: the worker transcribes {WAV.name} (27 s, 4 utterances) in real time "
+          "with the embedded model;")
     print(f"      a subscriber to {BASE}/{SITE}/# on {host}:{port} sees:\n")
     log = Path(tempfile.mkdtemp(prefix="stt-demo-")) / "worker.log"
     env = dict(os.environ, AUDIO_SOURCE=str(WAV), STT_BACKEND="local", MQTT_HOST=host, MQTT_PORT=str(port),
@@ -111,7 +113,8 @@ def main() -> None:
     exe = Path(sys.executable).parent / "stt-worker"
     try:
         with open(log, "wb") as fh:
-            code = subprocess.run([str(exe)], env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run([str(exe)], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                  check=False).returncode
         time.sleep(0.3)
     finally:
         sub.loop_stop()
@@ -124,8 +127,9 @@ def main() -> None:
         print(f"demo: the worker exited with {code}; its log: {log}")
         print(log.read_text()[-2000:])
         raise SystemExit(1)
+    hangover_ms = os.environ.get("VAD_HANGOVER_MS", "600")
     print(f"demo: {len(lat)} finals, median latency {lat[len(lat) // 2]} ms after the end of speech "
-          f"(that includes the {os.environ.get('VAD_HANGOVER_MS', '600')} ms of silence that tells a sentence has ended).")
+          f"(that includes the {hangover_ms} ms of silence that tells a sentence has ended).")
     print(f"      worker log (JSON lines): {log}")
 
 

@@ -63,7 +63,8 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 16000, channels: int = 1)
     return path
 
 
-def concat(ids: list[str], path: Path, gap_s: float = 1.5, lead_s: float = 1.0) -> tuple[Path, list[tuple[float, float]]]:
+def concat(ids: list[str], path: Path, gap_s: float = 1.5,
+           lead_s: float = 1.0) -> tuple[Path, list[tuple[float, float]]]:
     """One WAV of several clips separated by silence; returns it and each clip's (start, end) in s."""
     parts = [np.zeros(int(lead_s * 16000), dtype=np.int16)]
     spans, t = [], lead_s

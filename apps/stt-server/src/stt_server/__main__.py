@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(Server(settings, engine, info).serve())
     except OSError as exc:  # the port is taken or the address is not ours: the operator's to fix
-        exit_config(PROG, f"HOST/PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        exit_config(PROG, f"HOST/PORT: cannot listen on {settings.host}:{settings.port}: "
+                          f"{exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ class Server:
                          max_size=max(st.max_frame_bytes * 4, 1 << 20), ping_interval=20, ping_timeout=20,
                          server_header=f"stt-server/{__version__}") as server:
             bound = [s.getsockname() for s in server.sockets]
-            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], path="/stt", model=self.info.model,
-                     device=self.info.device, compute_type=self.info.compute_type)
+            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], path="/stt",
+                     model=self.info.model, device=self.info.device, compute_type=self.info.compute_type)
             notifier = notifier or Notifier()
             notifier.ready(f"serving /stt on port {st.port}")
             watchdog = loop.create_task(self._watchdog(notifier)) if notifier.watchdog_interval else None
@@ -85,7 +85,8 @@ class Server:
             server.close(close_connections=False)
             try:
                 async with asyncio.timeout(st.shutdown_timeout_s):
-                    await asyncio.gather(*(c.shutdown() for c in list(self.connections)), return_exceptions=True)
+                    await asyncio.gather(*(c.shutdown() for c in list(self.connections)),
+                                         return_exceptions=True)
             except TimeoutError:
                 log.warning("shutdown_timeout", left=len(self.connections))
             if watchdog is not None:

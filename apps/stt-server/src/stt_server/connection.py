@@ -60,7 +60,8 @@ class Connection:
         finally:
             if self.segment is not None:
                 # the client vanished mid-segment: nobody is left to read a final
-                self.log.info("segment_abandoned", session_id=self.machine.session_id, segment=self.machine.segment)
+                self.log.info("segment_abandoned", session_id=self.machine.session_id,
+                              segment=self.machine.segment)
                 self.segment.cancel()
                 self.segment = None
             if self._close_task is not None:

@@ -149,7 +149,8 @@ class Worker:
                 task.cancel()
         return self.exit_code
 
-    async def _shutdown(self, capture: asyncio.Task[None], publisher: asyncio.Task[None], reason: str) -> None:
+    async def _shutdown(self, capture: asyncio.Task[None], publisher: asyncio.Task[None],
+                        reason: str) -> None:
         """Ordered and bounded: stop capture, finish the current utterance's final, deliver every queued
         final to the broker, say offline, disconnect. SHUTDOWN_TIMEOUT_S bounds the whole of it."""
         self.notifier.stopping()
@@ -294,8 +295,9 @@ class Worker:
             return
         payload = {
             "site_id": self.s.site_id, "utterance_id": utt.id, "text": t.text, "confidence": t.confidence,
-            "language": t.language, "backend": t.backend, "model": t.model, "audio_s": round(utt.audio_ms / 1000, 3),
-            "latency_ms": latency_ms, "started_at": iso(utt.started_wall), "ended_at": iso(utt.voiced_end_wall),
+            "language": t.language, "backend": t.backend, "model": t.model,
+            "audio_s": round(utt.audio_ms / 1000, 3), "latency_ms": latency_ms,
+            "started_at": iso(utt.started_wall), "ended_at": iso(utt.voiced_end_wall),
             "fallback": t.fallback,
         }
         self.link.publish_reliable(f"{self.topic}/transcript/final", json.dumps(payload))

@@ -63,7 +63,8 @@ def find_device(spec: str | None) -> int | None:
             return int(part[0]["index"])
         if len(part) > 1:
             names = "; ".join(f"{d['index']}: {d['name']}" for d in part)
-            raise ConfigError("AUDIO_DEVICE", f"{spec!r} matches several input devices ({names}); give the index")
+            raise ConfigError("AUDIO_DEVICE",
+                              f"{spec!r} matches several input devices ({names}); give the index")
     names = "; ".join(f"{d['index']}: {d['name']}" for d in devices) or "none"
     raise ConfigError("AUDIO_DEVICE", f"no input device {spec!r}; input devices: {names}")
 

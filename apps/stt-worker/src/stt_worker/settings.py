@@ -65,7 +65,8 @@ class WorkerSettings(CommonSettings):
     @classmethod
     def _frame(cls, v: int) -> int:
         if v not in FRAME_MS_ALLOWED:
-            raise ValueError(f"must be one of {', '.join(map(str, FRAME_MS_ALLOWED))} (webrtcvad frame sizes)")
+            allowed = ", ".join(map(str, FRAME_MS_ALLOWED))
+            raise ValueError(f"must be one of {allowed} (webrtcvad frame sizes)")
         return v
 
     @field_validator("site_id", "mqtt_base_topic", "ha_discovery_prefix")

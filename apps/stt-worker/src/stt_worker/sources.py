@@ -65,7 +65,8 @@ class WavSource:
         try:
             with wave.open(str(path)) as w:
                 if w.getsampwidth() != 2:
-                    raise ConfigError("AUDIO_SOURCE", f"{path} is {8 * w.getsampwidth()}-bit; 16-bit PCM WAV needed")
+                    raise ConfigError("AUDIO_SOURCE",
+                                      f"{path} is {8 * w.getsampwidth()}-bit; 16-bit PCM WAV needed")
                 self.rate, self.channels = w.getframerate(), w.getnchannels()
         except (wave.Error, EOFError) as exc:
             raise ConfigError("AUDIO_SOURCE", f"{path} is not a PCM WAV file: {exc}") from None

@@ -38,6 +38,6 @@ def build_engine(*, whisper_model: str | None, device: str, compute_type: str | 
     list(model.transcribe(np.zeros(8000, dtype=np.float32), language="en", beam_size=1)[0])
     log.info("model_loaded", model=spec.display_name, device=dev, compute_type=ctype,
              seconds=round(time.perf_counter() - t0, 2))
-    engine = Engine(decoder, EngineConfig(partial_interval_ms=partial_interval_ms, final_workers=final_workers,
-                                          partial_workers=partial_workers))
+    engine = Engine(decoder, EngineConfig(partial_interval_ms=partial_interval_ms,
+                                          final_workers=final_workers, partial_workers=partial_workers))
     return engine, EngineInfo(spec.display_name, dev, ctype)

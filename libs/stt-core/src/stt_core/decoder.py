@@ -111,7 +111,8 @@ class WhisperDecoder:
 
     @staticmethod
     def _transcript(segments: list[Any], language: str | None) -> Transcript:
-        pieces = tuple(Piece(float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
+        pieces = tuple(Piece(float(s.start), float(s.end), s.text.strip())
+                       for s in segments if s.text.strip())
         text = " ".join(p.text for p in pieces)
         return Transcript(text=text, confidence=confidence_of(segments) if pieces else 0.0,
                           language=language, pieces=pieces)

@@ -236,7 +236,8 @@ class Segment:
         finally:
             self.engine.active_segments -= 1
         return FinalResult(text=result.text, confidence=result.confidence, t_ms=self._t_ms(audio.size),
-                           language=result.language or self.lang, decode_ms=int((time.perf_counter() - t0) * 1000),
+                           language=result.language or self.lang,
+                           decode_ms=int((time.perf_counter() - t0) * 1000),
                            speculative=speculative is not None)
 
     def cancel(self) -> None:

