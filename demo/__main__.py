@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 HERE = Path(__file__).resolve().parent
 WAV = HERE / "audio" / "demo.wav"
@@ -99,7 +100,7 @@ def main() -> None:
         wanted = f"{os.environ.get('MQTT_HOST', 'localhost')}:{os.environ.get('MQTT_PORT', '1883')}"
         print(f"demo: no broker at {wanted}; started a private mosquitto on port {port}")
     printer = Printer()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"stt-demo-{os.getpid()}")
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stt-demo-{os.getpid()}")
     sub.on_message = printer.on_message
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{BASE}/{SITE}/#", qos=1)
     sub.connect(host, port)
