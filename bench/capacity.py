@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tests.support.speech import wer
-from tests.support.stt_client import http_get, stream
+from tests.support.stt_client import health, http_get, stream
 
 from .baseline import Baseline
 from .clips import Clip, load_all, spread
@@ -200,6 +200,7 @@ def run_levels(
 
 def run(rig: Rig, plan: Plan, base: Baseline | None) -> dict[str, Any]:
     port = rig.server_port
-    return run_levels(
+    figures = run_levels(
         ours(rig.server_url), plan, load_all(plan.capacity_clips), base, probe=lambda: decode_metrics(port)
     )
+    return {**figures, "partial_interval_ms": health(port).get("partial_interval_ms")}

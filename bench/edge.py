@@ -57,7 +57,7 @@ def idle(rig: Rig, idle_s: float, out_dir: Path) -> dict[str, Any]:
         for m, w in workers.items():
             try:
                 w.wait(idle_s + SETTLE_S + 30)
-            except Exception:
+            except Exception:  # reported below, beside the figures
                 out[m] = {"error": "worker did not exit by itself after its WAV"}
     finally:
         for m, w in workers.items():

@@ -16,6 +16,7 @@ CADENCE_SLACK = 1.2  # the median gap between partials may exceed PARTIAL_INTERV
 IDLE_CPU_PERCENT = 1.0
 IDLE_RSS_MB = 60.0
 STREAMS_AIM = 16
+DEFAULT_INTERVAL_MS = 300  # PARTIAL_INTERVAL_MS's default, for runs that did not record the server's
 # what only the local backend needs, in the terms edge.memory_by_owner names them
 LOCAL_ENGINE_LIBS = ("ctranslate2", "faster_whisper", "onnxruntime", "av", "tokenizers", "torch")
 
@@ -76,6 +77,17 @@ def _latency_reason(mode: str, s: dict[str, Any], decodes: dict[str, Any]) -> st
     if dec is not None:
         why += f"; the worker logs {f(dec, '.0f')} ms from the gate closing to the decoder's result"
     why += f"; speculative in {spec}/{n} utterances."
+    late = [
+        u["latency_s"] - u["worker_latency_s"]
+        for u in s["utterances"]
+        if u["latency_s"] is not None and u["worker_latency_s"] is not None
+    ]
+    if late:
+        why += (
+            f" The gate takes speech to end {f(pct(late, 50))} s after its acoustic end (median gap between "
+            "the subscriber's latency and the final's latency_ms; webrtcvad calls the clips' faint tails "
+            "voiced)."
+        )
     final = decodes.get("final", {}).get("mean_s")
     if final is not None:
         why += f" The server's final decodes take {f(final)} s on average at one stream (its /metrics)."
@@ -172,13 +184,27 @@ def _capacity_reason(cap: dict[str, Any]) -> str:
     over = next((lv for lv in levels if lv["streams"] > cap["held"]), None)
     if over is None:
         return "The largest count tried held; the next count was not tried in this run."
-    return (
+    why = (
         f"At {over['streams']} streams the p90 end->final latency is {f(over['latency_s']['p90'])} s against "
-        f"{f(cap['one_stream_p90_s'])} s for one stream, partials every {f(over['partial_gap_s']['p50'])} s "
-        f"(median), {over['errors']} failed. "
-        "Next: finals of concurrent streams wait for each other on 2 cores; "
-        "batch the encoder passes of streams that end together, and shed partial work (longer interval) as "
-        "the final queue grows."
+        f"{f(cap['one_stream_p90_s'])} s for one stream; partials every {f(over['partial_gap_s']['p50'])} s "
+        f"and first text after {f(over['first_text_s']['p50'])} s (medians), {over['errors']} failed."
+    )
+    one, interval = one_stream_decodes(cap), cap.get("partial_interval_ms", DEFAULT_INTERVAL_MS) / 1000
+    partial = one.get("partial", {}).get("mean_s")
+    final_one = one.get("final", {}).get("mean_s")
+    final_over = (over.get("decodes") or {}).get("final", {}).get("mean_s")
+    if partial is not None:
+        why += (
+            f" The server's partial decodes take {f(partial)} s on average at one stream against a "
+            f"{interval:.2f} s interval: one stream's partials alone would keep the decoder (both cores) "
+            f"busy {partial / interval:.0%} of the time, so with more streams partials thin out and finals "
+            f"queue behind each other (final decode {f(final_one)} s at one stream, {f(final_over)} s at "
+            f"{over['streams']})."
+        )
+    return (
+        why + " Next: make a partial much cheaper than the interval (decode only the audio since the last "
+        "commit, skip the Silero check once the gate says speech) and shed partials before finals as the "
+        "final queue grows; then batch the encoder passes of finals that end together."
     )
 
 

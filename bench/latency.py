@@ -80,7 +80,7 @@ def run(rig: Rig, ids: tuple[str, ...], mode: str, gap_s: float, out_dir: Path) 
             code = worker.wait(total_s + 60)
             if code != 0:
                 errors.append(f"worker exit status {code}: {worker.output()[-500:]}")
-        except Exception:
+        except Exception:  # a hung worker is a figure of the run, not its end
             errors.append("worker did not exit by itself after its WAV")
         time.sleep(0.3)  # the last QoS 1 final is acknowledged before the worker exits; let it land
     finally:
