@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import report, run
+from bench import charts, report, run
 from bench.peers import PEERS
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_peers_section_renders(smoke: tuple[Path, dict[str, Any]], tmp_path: Pat
         "capacity": r["capacity"],
         "peers": {p.name: {**r["capacity"], "versions": {"x": "1"}} for p in PEERS},
     }
-    made = report.charts.draw(None, fake, tmp_path)
+    made = charts.draw(None, fake, tmp_path)
     text = report.render(
         None, fake, [report.key_figures("peers", fake)], {k: v.name for k, v in made.items()}
     )
