@@ -32,7 +32,11 @@ def build_engine(*, whisper_model: str | None, device: str, compute_type: str | 
     t0 = time.perf_counter()
     workers = final_workers + (partial_workers if partials else 0)
     model = load_whisper(spec, device=dev, compute_type=ctype, cpu_threads=cpu_threads, num_workers=workers)
-    decoder = WhisperDecoder(model, spec.display_name)
+    config = EngineConfig(partial_interval_ms=partial_interval_ms, final_workers=final_workers,
+                          partial_workers=partial_workers)
+    # short-context partials up to the partial window; past it the engine commits a prefix, which
+    # needs the timestamped decode
+    decoder = WhisperDecoder(model, spec.display_name, fast_partial_max_s=config.partial_window_s)
     # One throwaway decode so the first user's utterance does not pay for lazy initialisation.
     decoder.has_speech(np.zeros(8000, dtype=np.float32))
     list(model.transcribe(np.zeros(8000, dtype=np.float32), language="en", beam_size=1)[0])
