@@ -72,7 +72,8 @@ class WhisperDecoder:
     inside faster-whisper, no download) finds no speech is answered with an empty transcript, undecoded.
     """
 
-    def __init__(self, model: Any, model_name: str, *, beam_size: int = 5, fast_partial_max_s: float = 10.0) -> None:
+    def __init__(self, model: Any, model_name: str, *, beam_size: int = 5,
+                 fast_partial_max_s: float = 10.0) -> None:
         self.model = model
         self.model_name = model_name
         self.beam_size = beam_size
@@ -148,7 +149,8 @@ class WhisperDecoder:
             return EMPTY
         # scores[0] is the length-normalised log-probability of the sequence
         confidence = round(max(0.0, min(1.0, math.exp(result.scores[0]) * (1 - result.no_speech_prob))), 4)
-        return Transcript(text=text, confidence=confidence, language=lang, pieces=(Piece(0.0, duration, text),))
+        return Transcript(text=text, confidence=confidence, language=lang,
+                          pieces=(Piece(0.0, duration, text),))
 
     def _suppress(self, tok: Any) -> list[int]:
         if self._suppress_tokens is None:
