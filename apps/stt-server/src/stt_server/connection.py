@@ -97,6 +97,12 @@ class Connection:
             self.server.metrics.count("audio_seconds_total", len(action.pcm) / 2 / self.machine.sample_rate)
         elif isinstance(action, s.EndSegment):
             await self._final(action.reason)
+        elif isinstance(action, s.PauseSegment):
+            if self.segment is not None:
+                self.segment.pause()
+        elif isinstance(action, s.ResumeSegment):
+            if self.segment is not None:
+                self.segment.resume()
         elif isinstance(action, s.HealthWanted):
             await self._send(p.Health(**self.server.health_fields()))
         elif isinstance(action, s.Close):
@@ -117,7 +123,7 @@ class Connection:
         await self._send(p.Final(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
                                  session_id=self.machine.session_id, segment=index, language=result.language,
                                  decode_ms=result.decode_ms, model=self.server.info.model,
-                                 reason=reason))  # type: ignore[arg-type]
+                                 reason=reason, speculative=result.speculative))  # type: ignore[arg-type]
 
     async def _partial(self, result: PartialResult) -> None:
         await self._send(p.Partial(text=result.text, confidence=result.confidence, t_ms=result.t_ms,

@@ -40,6 +40,7 @@ class WsBackend:
         self._open: WsStream | None = None  # the stream whose audio is being sent
         self._awaiting: collections.deque[WsStream] = collections.deque()  # sent `end`, final due, in order
         self._segment = 0  # segments begun on this connection (the server numbers them the same way)
+        self.server_protocol = 1  # from the server's `ready`; 2 understands pause/resume
         self._on_change = on_connection_change
         self.backoff = Backoff(initial=0.5, cap=settings.reconnect_max_s)
         self._connected_once = asyncio.Event()
@@ -93,6 +94,7 @@ class WsBackend:
                                                 lang=s.whisper_lang))
                     self.ws = ws
                     self._segment = 0
+                    self.server_protocol = 1  # until its `ready` says otherwise
                     self.backoff.reset()
                     log.info("server_connected", url=s.ws_url)
                     self._changed(True)
@@ -146,6 +148,7 @@ class WsBackend:
 
     def _received(self, msg: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
         if isinstance(msg, p.Ready):
+            self.server_protocol = msg.protocol
             known, self._model = self._model, msg.model
             if known != msg.model:
                 self._changed(True)  # the worker's retained state names the model: say it again
@@ -198,6 +201,12 @@ class WsBackend:
         self._outbox.put_nowait(json.dumps({"type": "end"}))
         return True
 
+    def send_hint(self, stream: WsStream, kind: str) -> None:
+        """`pause` / `resume` (protocol 2): lets the server start the final during the hangover.
+        A server that never said `ready` with protocol >= 2 is not sent them."""
+        if self.ws is not None and stream is self._open and stream.sent_any and self.server_protocol >= 2:
+            self._outbox.put_nowait(json.dumps({"type": kind}))
+
     def give_up(self, stream: WsStream) -> None:
         """A final that never came: the connection's state is now unknown, so start afresh."""
         if stream in self._awaiting and self.ws is not None:
@@ -228,10 +237,12 @@ class WsStream:
                 self.fail("server not connected")
 
     def pause(self) -> None:
-        pass  # the protocol has no pause; the server starts the final at `end`
+        if self.failure is None:
+            self.backend.send_hint(self, "pause")
 
     def resume(self) -> None:
-        pass
+        if self.failure is None:
+            self.backend.send_hint(self, "resume")
 
     def partial(self, text: str, t_ms: int) -> None:
         if self.on_partial is not None and self.failure is None:
@@ -261,7 +272,8 @@ class WsStream:
             raise BackendUnavailable(self.failure or "timeout") from None
         return Transcript(text=msg.text, confidence=msg.confidence,
                           language=msg.language or self.backend.settings.whisper_lang,
-                          backend="ws", model=msg.model or self.backend.model, decode_ms=msg.decode_ms)
+                          backend="ws", model=msg.model or self.backend.model, decode_ms=msg.decode_ms,
+                          speculative=msg.speculative)
 
     def cancel(self) -> None:
         # an utterance dropped by the gate (too short): end it so the connection's state stays in step

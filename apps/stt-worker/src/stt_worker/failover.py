@@ -78,11 +78,15 @@ class FailoverStream:
         self.paused = True
         if self.local is not None:
             self.local.pause()
+        else:
+            self.primary.pause()
 
     def resume(self) -> None:
         self.paused = False
         if self.local is not None:
             self.local.resume()
+        else:
+            self.primary.resume()
 
     async def finish(self) -> Transcript:
         if self.local is None:

@@ -6,6 +6,9 @@ Client -> server (JSON text frames, plus binary frames of PCM S16LE mono)::
     <binary PCM frames, 20-40 ms each>
     {"type":"end"}
     {"type":"health"}                      (extension: ask for a health message)
+    {"type":"pause"} / {"type":"resume"}   (extension, protocol 2: the client's voice gate heard
+                                            trailing silence / speech again; the server may start
+                                            the final's decode early and drop it on resume)
 
 Server -> client (JSON text frames)::
 
@@ -29,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAd
 from .audio import MAX_RATE, MIN_RATE
 from .errors import PeerError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: pause/resume
 
 
 class _Message(BaseModel):
@@ -54,12 +57,20 @@ class HealthRequest(_Message):
     type: Literal["health"]
 
 
-ClientMessage = Annotated[Init | End | HealthRequest, Field(discriminator="type")]
-_client_adapter: TypeAdapter[Init | End | HealthRequest] = TypeAdapter(ClientMessage)
-CLIENT_TYPES = ("init", "end", "health")
+class Pause(_Message):
+    type: Literal["pause"]
 
 
-def decode_client_message(text: str) -> Init | End | HealthRequest:
+class Resume(_Message):
+    type: Literal["resume"]
+
+
+ClientMessage = Annotated[Init | End | HealthRequest | Pause | Resume, Field(discriminator="type")]
+_client_adapter: TypeAdapter[Init | End | HealthRequest | Pause | Resume] = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("init", "end", "health", "pause", "resume")
+
+
+def decode_client_message(text: str) -> Init | End | HealthRequest | Pause | Resume:
     """Decode one text frame from a client, or raise ``PeerError`` with a stable code."""
     try:
         raw = json.loads(text)
@@ -115,6 +126,8 @@ class Final(_Message):
     model: str | None = None
     # why the segment ended: the client's `end`, the server's segment length limit, or shutdown
     reason: Literal["end", "max_segment", "shutdown"] = "end"
+    # the decode began at the client's `pause`, before `end`
+    speculative: bool = False
 
 
 class Health(_Message):

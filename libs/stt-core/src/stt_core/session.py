@@ -71,7 +71,17 @@ class HealthWanted:
     """The client asked for a health message; the adapter knows the live figures."""
 
 
-Action = Send | OpenSegment | Audio | EndSegment | Close | HealthWanted
+@dataclass(frozen=True)
+class PauseSegment:
+    """The client heard trailing silence: the final's decode may start now."""
+
+
+@dataclass(frozen=True)
+class ResumeSegment:
+    """Speech again: a decode started at the pause is stale."""
+
+
+Action = Send | OpenSegment | Audio | EndSegment | Close | HealthWanted | PauseSegment | ResumeSegment
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,15 @@ class SessionMachine:
             return self._on_init(msg)
         if isinstance(msg, p.End):
             return self._on_end()
+        if isinstance(msg, p.Pause | p.Resume):
+            return self._on_hint(msg)
         return [HealthWanted()]
+
+    def _on_hint(self, msg: p.Pause | p.Resume) -> list[Action]:
+        # only meaningful inside a segment; elsewhere a harmless hint, ignored
+        if self.state is not State.IN_SEGMENT:
+            return []
+        return [PauseSegment() if isinstance(msg, p.Pause) else ResumeSegment()]
 
     def receive_bytes(self, data: bytes, now: float) -> list[Action]:
         if self.state is State.CLOSED:

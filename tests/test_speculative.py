@@ -1,0 +1,101 @@
+"""The `pause` / `resume` extension (protocol 2): a client whose voice gate hears trailing silence lets
+the server start the final's decode during the hangover, so the final can follow `end` at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from stt_core import protocol as p
+from stt_core import session as s
+from stt_core.session import SessionMachine
+
+from tests.support.speech import clip, refs, wer
+from tests.support.stt_client import SttSession, ws_url
+
+
+def started() -> SessionMachine:
+    m = SessionMachine()
+    m.receive_text(json.dumps({"type": "init", "sample_rate": 16000}))
+    return m
+
+
+def test_pause_and_resume_inside_a_segment_become_actions():
+    """Inside a segment pause and resume become PauseSegment / ResumeSegment for the adapter."""
+    m = started()
+    m.receive_bytes(b"\0\0" * 320, 0.0)
+    assert m.receive_text('{"type":"pause"}') == [s.PauseSegment()]
+    assert m.receive_text('{"type":"resume"}') == [s.ResumeSegment()]
+
+
+def test_pause_outside_a_segment_is_a_harmless_hint():
+    """Before any audio (or after a final) a pause has nothing to act on: no action and no error, so a
+    client racing its own `end` is never told off."""
+    m = started()
+    assert m.receive_text('{"type":"pause"}') == []
+    assert m.receive_text('{"type":"resume"}') == []
+
+
+def test_ready_announces_protocol_2():
+    """Clients learn from `ready` that the server understands pause/resume."""
+    (action,) = SessionMachine().receive_text(json.dumps({"type": "init", "sample_rate": 16000}))
+    assert isinstance(action, s.Send)
+    assert isinstance(action.message, p.Ready)
+    assert action.message.protocol >= 2
+
+
+def _ready(sess: SttSession) -> dict:
+    return sess.wait_for("ready", timeout=10).msg
+
+
+def test_pause_then_end_gives_the_speculative_final(server):
+    """A pause in the trailing silence starts the final; `end` after the hangover returns that final,
+    marked speculative, with the clip's text."""
+    _, port = server
+    pcm = clip("LJ001-0004")
+    tail = np.zeros(16000 * 6 // 10, dtype=np.int16)  # 600 ms of hangover silence
+    with SttSession(ws_url(port)) as sess:
+        sess.init(16000, session_id="spec")
+        assert _ready(sess)["protocol"] >= 2
+        sess.send_audio(pcm)
+        sess.send_audio(tail[:2400])  # 150 ms of silence, then the gate would say pause
+        sess.send_json({"type": "pause"})
+        sess.send_audio(tail[2400:])
+        sess.end()
+        final = sess.wait_for("final", timeout=30).msg
+    assert final["speculative"] is True
+    assert wer([(refs()["LJ001-0004"], final["text"])]) <= 0.15
+
+
+def test_resume_drops_the_speculation_and_the_final_covers_everything(server):
+    """Speech after a pause (resume) makes the early decode stale: the final then covers both parts."""
+    _, port = server
+    first, second = clip("LJ001-0002"), clip("LJ001-0008")
+    with SttSession(ws_url(port)) as sess:
+        sess.init(16000)
+        _ready(sess)
+        sess.send_audio(first)
+        sess.send_json({"type": "pause"})
+        sess.send_audio(np.zeros(4800, dtype=np.int16))
+        sess.send_json({"type": "resume"})
+        sess.send_audio(second)
+        t_end = sess.end()
+        final = sess.wait_for("final", timeout=30)
+    assert final.msg["speculative"] is False
+    assert final.t > t_end
+    ref = refs()["LJ001-0002"] + " " + refs()["LJ001-0008"]
+    assert wer([(ref, final.msg["text"])]) <= 0.2, final.msg["text"]
+
+
+def test_a_client_without_pause_is_unaffected(server):
+    """A client written only from the original protocol never sends pause: finals are not speculative."""
+    _, port = server
+    with SttSession(ws_url(port)) as sess:
+        sess.init(16000)
+        sess.send_audio(clip("LJ001-0008"), speed=None)
+        time.sleep(0.2)
+        sess.end()
+        final = sess.wait_for("final", timeout=30).msg
+    assert final.get("speculative", False) is False
+    assert "surpassed" in final["text"].lower()
