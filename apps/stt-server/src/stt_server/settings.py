@@ -17,5 +17,6 @@ class ServerSettings(CommonSettings):
     max_frames_per_s: int = Field(default=400, ge=10)
     idle_timeout_s: float = Field(default=120.0, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
-    final_workers: int = Field(default=1, ge=1, le=64, description="decodes of finals at once")
+    # 0: auto (one single-threaded final decode per core on the CPU, one on a GPU)
+    final_workers: int = Field(default=0, ge=0, le=64, description="decodes of finals at once")
     partial_workers: int = Field(default=1, ge=1, le=64, description="decodes of partials at once")
