@@ -26,6 +26,9 @@ from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
+# at most this much queued audio is merged into one binary frame (200 ms at 16 kHz)
+COALESCE_BYTES = 6400
+
 
 class WsBackend:
     name = "ws"
@@ -36,7 +39,9 @@ class WsBackend:
         self.ws: ClientConnection | None = None
         self._model = "?"
         self._task: asyncio.Task[None] | None = None
-        self._outbox: asyncio.Queue[bytes | str] = asyncio.Queue()
+        # what the writer sends, in order: audio (bytes) and control messages (str)
+        self._outbox: collections.deque[bytes | str] = collections.deque()
+        self._outbox_ready = asyncio.Event()
         self._open: WsStream | None = None  # the stream whose audio is being sent
         self._awaiting: collections.deque[WsStream] = collections.deque()  # sent `end`, final due, in order
         self._segment = 0  # segments begun on this connection (the server numbers them the same way)
@@ -124,8 +129,7 @@ class WsBackend:
 
     def _lost(self, why: str) -> None:
         self.ws = None
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
+        self._outbox.clear()
         for stream in [*self._awaiting, *([self._open] if self._open else [])]:
             stream.fail(why)
         self._awaiting.clear()
@@ -133,7 +137,28 @@ class WsBackend:
 
     async def _writer(self, ws: ClientConnection) -> None:
         while True:
-            await ws.send(await self._outbox.get())
+            if not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+                continue
+            item = self._outbox.popleft()
+            if isinstance(item, bytes):
+                # Audio that queued up (a WAV read faster than real time, a slow link) goes out as
+                # fewer, larger frames: the server limits frames per second, not bytes. Control
+                # messages keep their place between the audio around them.
+                chunks = [item]
+                size = len(item)
+                while size < COALESCE_BYTES and self._outbox and isinstance(self._outbox[0], bytes):
+                    nxt = self._outbox.popleft()
+                    assert isinstance(nxt, bytes)
+                    chunks.append(nxt)
+                    size += len(nxt)
+                item = b"".join(chunks)
+            await ws.send(item)
+
+    def _post(self, item: bytes | str) -> None:
+        self._outbox.append(item)
+        self._outbox_ready.set()
 
     async def _reader(self, ws: ClientConnection) -> None:
         async for raw in ws:
@@ -187,7 +212,7 @@ class WsBackend:
         if not stream.sent_any:
             self._segment += 1
             stream.segment = self._segment
-        self._outbox.put_nowait(pcm16)
+        self._post(pcm16)
         return True
 
     def send_end(self, stream: WsStream) -> bool:
@@ -198,14 +223,14 @@ class WsBackend:
             return False  # nothing was sent: the server would answer empty_segment
         stream.ended = True
         self._awaiting.append(stream)
-        self._outbox.put_nowait(json.dumps({"type": "end"}))
+        self._post(json.dumps({"type": "end"}))
         return True
 
     def send_hint(self, stream: WsStream, kind: str) -> None:
         """`pause` / `resume` (protocol 2): lets the server start the final during the hangover.
         A server that never said `ready` with protocol >= 2 is not sent them."""
         if self.ws is not None and stream is self._open and stream.sent_any and self.server_protocol >= 2:
-            self._outbox.put_nowait(json.dumps({"type": kind}))
+            self._post(json.dumps({"type": kind}))
 
     def give_up(self, stream: WsStream) -> None:
         """A final that never came: the connection's state is now unknown, so start afresh."""
@@ -270,6 +295,11 @@ class WsStream:
             self.backend.give_up(self)
             self.fail(f"no final within {self.backend.settings.ws_final_timeout_s} s")
             raise BackendUnavailable(self.failure or "timeout") from None
+        if msg.reason == "error":
+            # the server closed the segment early on an error: its text may be cut; the failover
+            # has all the audio
+            self.fail("the server ended the segment on an error")
+            raise BackendUnavailable(self.failure or "error")
         return Transcript(text=msg.text, confidence=msg.confidence,
                           language=msg.language or self.backend.settings.whisper_lang,
                           backend="ws", model=msg.model or self.backend.model, decode_ms=msg.decode_ms,

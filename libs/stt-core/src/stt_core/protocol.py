@@ -124,8 +124,9 @@ class Final(_Message):
     # seconds from `end` (or the start of the final's decode) to this message being built
     decode_ms: int = 0
     model: str | None = None
-    # why the segment ended: the client's `end`, the server's segment length limit, or shutdown
-    reason: Literal["end", "max_segment", "shutdown"] = "end"
+    # why the segment ended: the client's `end`, the server's segment length limit, shutdown, or a
+    # fatal error (flood, oversized frame) that cut it short: its text may stop mid-sentence
+    reason: Literal["end", "max_segment", "shutdown", "error"] = "end"
     # the decode began at the client's `pause`, before `end`
     speculative: bool = False
 

@@ -57,7 +57,7 @@ class Audio:
 
 @dataclass(frozen=True)
 class EndSegment:
-    reason: str  # "end" | "max_segment"
+    reason: str  # "end" | "max_segment" | "shutdown" | "error" (a fatal error cut the segment short)
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,8 @@ class SessionMachine:
         actions: list[Action] = [Send(p.Error(code=exc.code, message=exc.message))]
         if exc.fatal:
             if self.state is State.IN_SEGMENT:
-                # What was heard so far still gets its final before the close.
-                actions.insert(0, EndSegment("end"))
+                # What was heard so far still gets its final before the close, marked as cut short.
+                actions.insert(0, EndSegment("error"))
             self.state = State.CLOSED
             actions.append(Close(close, exc.code))
         return actions
