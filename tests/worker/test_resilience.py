@@ -150,6 +150,11 @@ class PersistentMosquitto(Mosquitto):
     def start(self) -> None:
         data = self.conf.parent / "data"
         data.mkdir(exist_ok=True)
+        # mosquitto started as root drops to the `mosquitto` user: without these it cannot save its
+        # database (mkdtemp makes 0700 folders), the sessions are lost over the restart, and the
+        # test's subscriber misses whatever the worker delivers before it has reconnected
+        self.conf.parent.chmod(0o755)
+        data.chmod(0o777)
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {data}/\nautosave_interval 1\n")
         super().start()
