@@ -34,8 +34,31 @@ EMPTY = Transcript(text="", confidence=0.0, language=None)
 
 # a partial segment the model itself rates as more likely silence than speech is not shown
 NO_SPEECH_PARTIAL = 0.6
-# encoder context of a short-context partial: below ~8 s tiny.en starts to repeat itself
+# encoder context of a short-context partial: below ~8 s tiny.en starts to repeat itself, and so it
+# does when the speech runs to the end of the context: at least MIN_SILENCE_S of silence follows it
 SHORT_CONTEXT_S = 10.0
+MIN_SILENCE_S = 3.0
+# a run of this many words said again at once is a decoding loop, not speech
+LOOP_WORDS = 6
+
+
+def cut_loop(text: str) -> str:
+    """Cut a greedy decode where it starts repeating itself ("ask what you ask not what your country
+    ... ask what you ask not what ..."): at the first run of LOOP_WORDS words that occurred earlier in
+    the text and is followed by more of the same. Speech rarely repeats a dozen words verbatim; a
+    decoder that lost its place does. Partials only: finals go through faster-whisper's own checks."""
+    words = text.split()
+    norm = [w.lower().strip(",.?!;:") for w in words]
+    n = LOOP_WORDS
+    seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(norm) - n + 1):
+        gram = tuple(norm[i:i + n])
+        j = seen.get(gram)
+        after = norm[i + n:i + n + 3]
+        if j is not None and norm[j + n:j + n + len(after)] == after:
+            return " ".join(words[:i]).rstrip(",;:")
+        seen.setdefault(gram, i)
+    return text
 
 
 class Decoder(Protocol):
@@ -132,7 +155,8 @@ class WhisperDecoder:
         from faster_whisper.tokenizer import Tokenizer
 
         duration = audio.size / TARGET_RATE
-        silence = np.zeros(int(max(SHORT_CONTEXT_S - duration, 1.0) * TARGET_RATE), dtype=np.float32)
+        pad_s = max(SHORT_CONTEXT_S - duration, MIN_SILENCE_S)
+        silence = np.zeros(int(pad_s * TARGET_RATE), dtype=np.float32)
         features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
         features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
         tok = self._tokenizers.get(lang)
@@ -144,7 +168,7 @@ class WhisperDecoder:
             max_length=min(self.model.max_length, int(duration * 8) + 24), return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress(tok),
         )[0]
-        text = tok.decode(result.sequences_ids[0]).strip()
+        text = cut_loop(tok.decode(result.sequences_ids[0]).strip())
         if not text or result.no_speech_prob >= NO_SPEECH_PARTIAL:
             return EMPTY
         # scores[0] is the length-normalised log-probability of the sequence
