@@ -98,11 +98,18 @@ def _latency_reason(mode: str, s: dict[str, Any], decodes: dict[str, Any]) -> st
             + (" - the /stt protocol needs a way to say so (a `pause` message)" if mode == "ws" else "")
             + "."
         )
+    elif dec is not None and dec < 100:
+        step = (
+            "The decode itself is hidden in the hangover (speculative, a few ms after the gate closes): what "
+            "is left is the gate ending late. Next: find the end of speech more precisely than webrtcvad "
+            "does, e.g. the trailing frames' energy against the utterance's speech level, or Silero VAD on "
+            "the last few hundred ms at Pause, so that the hangover starts at the acoustic end."
+        )
     else:
         step = (
             "Next: the speculative decode starts at Pause but is still running when the hangover ends: "
-            "give it the CPU (no partial decodes after Pause) and make it cheaper (reuse the last partial's "
-            "encoder pass, or a smaller beam for short utterances)."
+            "make it cheaper (reuse the last partial's encoder pass, or a smaller beam for short "
+            "utterances) or start it earlier (a shorter pause before speculating)."
         )
     return f"{why} {step}"
 
@@ -200,6 +207,13 @@ def _capacity_reason(cap: dict[str, Any]) -> str:
             f"busy {partial / interval:.0%} of the time, so with more streams partials thin out and finals "
             f"queue behind each other (final decode {f(final_one)} s at one stream, {f(final_over)} s at "
             f"{over['streams']})."
+        )
+    if partial is not None and partial < interval / 2:
+        return (
+            why + " Partials are already cheap and give way to finals; what queues is the finals' own "
+            "decodes (one per core at a time, ~0.4 s each with beam 5 on tiny.en). Next: batch the encoder "
+            "passes of finals that end together (CTranslate2 encodes a batch at once; on a GPU that is "
+            "nearly free) and decode finals with the short encoder context partials use, if its WER holds."
         )
     return (
         why + " Next: make a partial much cheaper than the interval (decode only the audio since the last "
