@@ -87,15 +87,7 @@ def start_worker(rig: Rig, wav: Path, site: str, backend: str) -> Proc:
 
 
 def log_events(proc: Proc) -> list[dict[str, Any]]:
-    """The JSON log lines (LOG_FORMAT=json) of a process, in order; other lines are skipped."""
-    out = []
-    for line in proc.output().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return proc.json_events()
 
 
 def wall(ts: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -72,6 +74,15 @@ class Proc:
     def output(self) -> str:
         self._fh.flush()
         return self.log.read_text(errors="replace")
+
+    def json_events(self) -> list[dict[str, Any]]:
+        """The JSON log lines (LOG_FORMAT=json), in order; other lines (a library on stderr) are skipped."""
+        out = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    out.append(json.loads(line))
+        return out
 
 
 class Mosquitto:

@@ -193,15 +193,7 @@ def tail(proc: Proc | None, n: int = 4000) -> str:
 
 
 def log_events(proc: Proc) -> list[dict[str, Any]]:
-    """The worker's JSON log lines (other lines, e.g. from libraries on stderr, are skipped)."""
-    out = []
-    for line in proc.output().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return proc.json_events()
 
 
 def events(proc: Proc, name: str) -> list[dict[str, Any]]:
