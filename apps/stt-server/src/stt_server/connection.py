@@ -56,7 +56,7 @@ class Connection:
                     actions = self.machine.receive_bytes(message, time.monotonic())
                 await self.apply(actions)
         except ConnectionClosed:
-            pass
+            pass  # the peer went away; the finally below tidies its segment up
         finally:
             if self.segment is not None:
                 # the client vanished mid-segment: nobody is left to read a final

@@ -282,7 +282,7 @@ class Segment:
                 # start-to-start cadence; when the decode took longer, the next one starts at once
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
         except asyncio.CancelledError:
-            pass
+            pass  # finish() or cancel() stopped the partials: the normal way out
         except Exception:  # a failed partial must not cost the final
             log.exception("partial_failed")
 
