@@ -41,6 +41,9 @@ class WorkerSettings(CommonSettings):
     vad_hangover_ms: int = Field(default=600, ge=60, le=10_000)
     vad_min_speech_ms: int = Field(default=250, ge=0, le=10_000)
     vad_max_utterance_s: float = Field(default=30.0, gt=1, le=600)
+    # frames this far below the utterance's loudest count as silence (webrtcvad hears faint tails as
+    # speech); 0 turns it off
+    vad_tail_floor_db: float = Field(default=35.0, ge=0, le=90)
     # ---- MQTT
     mqtt_host: str = "localhost"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
@@ -93,7 +96,8 @@ class WorkerSettings(CommonSettings):
     def vad_config(self) -> VadConfig:
         return VadConfig(frame_ms=self.vad_frame_ms, aggressiveness=self.vad_aggressiveness,
                          preroll_ms=self.vad_preroll_ms, hangover_ms=self.vad_hangover_ms,
-                         min_speech_ms=self.vad_min_speech_ms, max_utterance_s=self.vad_max_utterance_s)
+                         min_speech_ms=self.vad_min_speech_ms, max_utterance_s=self.vad_max_utterance_s,
+                         tail_floor_db=self.vad_tail_floor_db or None)
 
     @property
     def topic(self) -> str:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 SAMPLE_RATE = 16_000
 FRAME_MS_ALLOWED = (10, 20, 30)
@@ -38,6 +41,10 @@ class VadConfig:
     pause_ms: int = 150
     # after open() (push-to-talk, Listen), how long the person has to start speaking
     listen_timeout_ms: int = 5000
+    # Inside an utterance, a frame this many dB below the loudest voiced frame so far counts as silence
+    # even when webrtcvad calls it speech: webrtcvad hears the faint tail of a sentence (breath, room
+    # echo) as voiced for 100-150 ms, and the hangover should start where the speech ends. None: off.
+    tail_floor_db: float | None = None
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_ALLOWED:
@@ -138,6 +145,7 @@ class VadGate:
         self._voiced_end_ms = 0
         self._paused = False
         self.forced_open = False
+        self._peak_db = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -155,9 +163,22 @@ class VadGate:
                              f"got {len(frame)}")
         voiced = self.is_speech(frame)
         self.t_ms += c.frame_ms
+        if c.tail_floor_db is not None:
+            voiced = self._above_floor(frame, voiced, c.tail_floor_db)
         if self.state is State.SILENT:
             return self._feed_silent(frame, voiced)
         return self._feed_speaking(frame, voiced)
+
+    def _above_floor(self, frame: bytes, voiced: bool, floor_db: float) -> bool:
+        if not voiced:
+            return False
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        level = 10.0 * math.log10(float(np.mean(samples * samples)) + 1.0)
+        if self.state is State.SILENT:
+            self._peak_db = level  # a new utterance: its own loudness is the reference
+            return True
+        self._peak_db = max(self._peak_db, level)
+        return level >= self._peak_db - floor_db
 
     def open(self) -> list[Event]:
         """Open the gate now (push-to-talk, a wake word elsewhere): the pre-roll is sent at once, the
