@@ -194,17 +194,17 @@ async def test_partials_arrive_while_audio_is_fed_in_real_time(engine):
     fed_s = time.perf_counter() - t0[0]
     final = await seg.finish()
     during = [h for h in heard if h.at_s <= fed_s]
-    assert len(during) >= 5, [(h.at_s, h.partial.text) for h in heard]
-    assert heard[0].at_s < 2.0
+    assert len(during) >= 3, [(h.at_s, h.partial.text) for h in heard]
+    assert heard[0].at_s < 3.0
     gaps = np.diff([0.0] + [h.at_s for h in during] + [fed_s])
-    assert float(gaps.max()) < 2.5, gaps
+    assert float(gaps.max()) < 3.0, gaps
     texts = [h.partial.text for h in heard]
     assert all(a != b for a, b in itertools.pairwise(texts))
     t_ms = [h.partial.t_ms for h in heard]
     assert t_ms == sorted(t_ms)
     for h in heard:
         assert h.partial.t_ms <= h.fed_ms
-        assert h.fed_ms - h.partial.t_ms < 2000, "a stale partial"
+        assert h.fed_ms - h.partial.t_ms < 3000, "a stale partial"
         assert 0.0 <= h.partial.confidence <= 1.0
     assert wer([(refs()[name], texts[-1])]) <= 0.35
     assert wer([(refs()[name], final.text)]) <= 0.15

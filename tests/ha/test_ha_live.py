@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,16 @@ from tests.support.procs import Mosquitto, Proc, free_port
 
 N_CONFIGS = 9
 FINAL_S = 20.0  # a final after the end of speech, with room for a loaded machine
+
+
+def until(read: Callable[[], Any], want: Any, timeout: float) -> Any:
+    """What read() returns once it equals want, or its last value after timeout (for the assert)."""
+    end = time.monotonic() + timeout
+    got = read()
+    while got != want and time.monotonic() < end:
+        time.sleep(0.05)
+        got = read()
+    return got
 
 
 def ready(ha: Ha, since: int = 0, timeout: float = 30.0) -> dict[str, object]:
@@ -158,7 +169,8 @@ def test_backend_select_switches_to_the_server_and_back(
         start_worker: Callable[..., Worker], ha: Ha, server: tuple[Proc, int]) -> None:
     """Select ws: the state confirms, the next utterance goes to the real server; select local:
     back to the embedded engine. The transcript says which backend made it."""
-    w = start_worker(WS_URL=f"ws://127.0.0.1:{server[1]}/stt")
+    w = start_worker(WS_URL=f"ws://127.0.0.1:{server[1]}/stt", WS_CONNECT_TIMEOUT_S="15",
+                     WS_FINAL_TIMEOUT_S="20")
     state = ready(ha)
     assert state["backend"] == "local"
     assert state["server_connected"] is None
@@ -166,7 +178,7 @@ def test_backend_select_switches_to_the_server_and_back(
 
     mark = ha.mark()
     ha.publish(select_cmd, "ws")
-    state = ha.wait_state(10, mark, backend="ws")
+    state = ha.wait_state(20, mark, backend="ws")
     assert state["server_connected"] is True
     assert state["active_backend"] == "ws"
     mark = ha.mark()
@@ -191,7 +203,7 @@ def test_switch_to_ws_while_the_server_is_down_still_transcribes(
     ready(ha)
     mark = ha.mark()
     ha.publish(f"{TOPIC}/backend/set", "ws")
-    state = ha.wait_state(10, mark, backend="ws")
+    state = ha.wait_state(20, mark, backend="ws")
     assert state["server_connected"] is False
     assert state["active_backend"] == "local"
     w.say(SHORT)
@@ -214,7 +226,7 @@ def test_listen_button_opens_the_gate_in_silence(start_worker: Callable[..., Wor
         t0 = time.monotonic()
         ha.publish(topic, payload)
         on = ha.wait_topic(f"{TOPIC}/speech", 3, mark, where=lambda m: m.text == "ON")
-        assert on.t - t0 < 1.5
+        assert on.t - t0 < 3.0
         # The gate waits VAD listen timeout (5 s) for speech to start; leave margin on a busy CI core.
         ha.wait_topic(f"{TOPIC}/speech", 12, mark, where=lambda m: m.text == "OFF")
 
@@ -238,8 +250,8 @@ def test_home_assistant_restart_gets_discovery_again(
         mark = ha2.mark()
         ha2.publish(f"{PREFIX}/status", "online")
         ha2.wait(lambda m: m.topic == lost and bool(m.raw), 5, mark, what="the lost config again")
-        time.sleep(0.5)
-        again = {m.topic for m in ha2.messages[mark:] if m.raw and m.topic.endswith("/config")}
+        again = until(lambda: {m.topic for m in ha2.messages[mark:] if m.raw and m.topic.endswith("/config")},
+                      set(cfgs), 5)
         assert again == set(cfgs)
     finally:
         ha2.close()
@@ -260,8 +272,7 @@ def test_remove_discovery_clears_every_config(
     r = remove_discovery(broker.port, tmp_path / "state")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "discovery_removed" in r.stdout + r.stderr
-    time.sleep(0.3)
-    assert ha.configs() == {}
+    assert until(ha.configs, {}, 5) == {}
     assert ha.latest(f"{TOPIC}/availability").text == "online"  # type: ignore[union-attr]
     fresh = Ha(broker.port, topics=[f"{PREFIX}/#"])
     try:

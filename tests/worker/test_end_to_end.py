@@ -25,7 +25,10 @@ STATE_FIELDS = {"backend", "backend_connected", "listening", "model", "version"}
 def backend_env(backend: str, server: tuple[Proc, int]) -> dict[str, str]:
     if backend == "local":
         return {"STT_BACKEND": "local"}
-    return {"STT_BACKEND": "ws", "WS_URL": f"ws://127.0.0.1:{server[1]}/stt", "STT_FALLBACK": "local"}
+    # A generous final timeout: these tests check the server's finals, and a loaded CI core must not
+    # turn one into a (correct, but different) local fallback.
+    return {"STT_BACKEND": "ws", "WS_URL": f"ws://127.0.0.1:{server[1]}/stt", "STT_FALLBACK": "local",
+            "WS_FINAL_TIMEOUT_S": "20", "WS_CONNECT_TIMEOUT_S": "15"}
 
 
 def parse_time(value: str) -> datetime:
@@ -137,7 +140,7 @@ def test_real_time_run_with_partials_and_live_retained_state(
         check_final_fields(f, backend, t0, t1)
     for f, ref in zip(finals, REALTIME_IDS, strict=False):
         span = (parse_time(f["ended_at"]) - parse_time(f["started_at"])).total_seconds()
-        assert speech.duration(ref) - 0.6 <= span <= speech.duration(ref) + 1.0, (span, f)
+        assert speech.duration(ref) - 1.0 <= span <= speech.duration(ref) + 2.0, (span, f)
 
     partials = [m.json() for m in col.on("/transcript/partial")]
     assert all(p["backend"] == backend and p["text"] for p in partials), partials
