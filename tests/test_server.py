@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.support.notify import NotifyListener
 from tests.support.procs import VENV_BIN, Proc, free_port, start_server
 from tests.support.speech import clip, duration, normalise, pick, refs, wer
 from tests.support.stt_client import (
@@ -587,3 +588,25 @@ def test_server_output_has_no_tracebacks(server):
     assert "Traceback" not in out
     assert '"level": "error"' not in out
     assert "ERROR" not in out
+
+
+def test_tells_systemd_ready_watchdog_and_stopping(tmp_path):
+    """Under systemd (Type=notify, WatchdogSec=): READY=1 once /stt accepts connections, WATCHDOG=1 at
+    half of WATCHDOG_USEC while it runs, STOPPING=1 on SIGTERM, then exit 0."""
+    notify = NotifyListener(tmp_path / "notify")
+    try:
+        proc, port = start_server(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+        try:
+            notify.wait("READY=1", 30)
+            assert_correct(stream(url_of(port), clip("LJ001-0002")).final, "LJ001-0002")
+            t0 = time.monotonic()
+            time.sleep(2.2)
+            pings = [t for t in notify.times("WATCHDOG=1") if t >= t0]
+            assert len(pings) >= 3, pings  # every 0.5 s for WATCHDOG_USEC=1 s
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(20) == 0, proc.output()[-3000:]
+            notify.wait("STOPPING=1", 1)
+        finally:
+            proc.stop()
+    finally:
+        notify.close()

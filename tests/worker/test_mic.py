@@ -14,16 +14,19 @@ callback thread and every sample of audio are PortAudio's and ALSA's.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import speech
+from tests.support.notify import NotifyListener
 from tests.support.procs import Mosquitto
 from tests.worker import helpers as h
 
@@ -94,3 +97,70 @@ def test_microphone_at_a_foreign_rate_is_resampled_and_transcribed(
     # the clip, plus the pre-roll (0.3 s) and hangover (0.6 s) around it: a wrong rate would stretch it by 9%
     heard = sum(f["audio_s"] for f in finals)
     assert abs(heard - (speech.duration(CLIP) + 0.9)) <= 0.3, (heard, finals)
+
+
+def test_microphone_unplugged_mid_sentence_and_plugged_back(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """A USB microphone pulled out while someone speaks, left out for 12 s, then plugged back in.
+
+    Unplugging takes the PCM out of ALSA's configuration (it disappears from PortAudio's device list)
+    and makes its open stream fail (the shim, as ALSA's failing reads would). The worker ends the
+    utterance where the device stopped, publishing what was heard so far and speech OFF; it does not
+    exit, and it keeps pinging systemd's watchdog all the while (a restart would not bring a device
+    back, and with the device gone at start it would exit 78 and stay down). When the device is back
+    it is found again by name and reopened; the file plays from the start again and its sentence
+    comes out whole. The worker tells systemd READY=1, WATCHDOG=1 and, on SIGTERM, STOPPING=1."""
+    rate = 48_000
+    raw = tmp_path / "plugmic.raw"
+    subprocess.run(["sox", str(speech.SPEECH_DIR / f"{CLIP}.wav"), "-t", "raw", "-r", str(rate), "-c", "1",
+                    "-b", "16", "-e", "signed", str(raw), "pad", "1", str(TAIL_S)], check=True)
+    plugged = (f'pcm.plugmic {{\n    type file\n    slave.pcm "null"\n    file "/dev/null"\n'
+               f'    infile "{raw}"\n    format "raw"\n}}\n')
+    conf = tmp_path / "asoundrc"
+    conf.write_text(plugged)
+    flag = tmp_path / "unplugged"
+    notify = NotifyListener(tmp_path / "notify")
+    col = h.Collector(broker.port)
+    env = h.worker_env(broker.port, "mic", AUDIO_DEVICE="plugmic", PYTHONPATH=str(SHIM),
+                       ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{conf}",
+                       STT_TEST_VIRTUAL_MICS=json.dumps({"plugmic": rate}), STT_TEST_UNPLUGGED=str(flag),
+                       NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
+    w = h.start_worker(env)
+    try:
+        h.wait_log(w, "mic_open", 60)
+        notify.wait("READY=1", 30)
+        col.wait_for(lambda c: "ON" in c.payloads("/speech"), 20, "speech ON", w)
+        time.sleep(1.5)  # into the 5 s sentence
+
+        conf.write_text("# unplugged\n")
+        flag.touch()
+        t_out = time.monotonic()
+        h.wait_log(w, "mic_lost", 10)
+        (cut,) = col.wait_finals(1, 20, w)
+        col.wait_for(lambda c: c.payloads("/speech")[-1:] == ["OFF"], 10, "speech OFF", w)
+        time.sleep(max(0.0, 12.0 - (time.monotonic() - t_out)))
+        assert w.alive(), h.tail(w)
+        assert len(h.events(w, "mic_open")) == 1, "opened while unplugged"
+
+        conf.write_text(plugged)
+        flag.unlink()
+        t_back = time.monotonic()
+        h.wait_log(w, "mic_open", 15, n=2)
+        pings_out = [t for t in notify.times("WATCHDOG=1") if t_out <= t <= t_back]
+        whole = col.wait_finals(2, 60, w)[1]
+        w.signal(signal.SIGTERM)
+        assert h.wait_exit(w, 10) == 0, h.tail(w)
+        notify.wait("STOPPING=1", 1)
+    finally:
+        w.stop()
+        col.close()
+        notify.close()
+
+    ref = speech.normalise(speech.refs()[CLIP]).split()
+    heard = speech.normalise(cut["text"]).split()
+    assert 1 <= len(heard) < len(ref), cut["text"]
+    assert cut["audio_s"] < speech.duration(CLIP), cut
+    # the watchdog (pinged every second for WATCHDOG_USEC=2 s) never went quiet while the device was out
+    gaps = [b - a for a, b in itertools.pairwise([t_out, *pings_out, t_back])]
+    assert max(gaps) < 3.0, gaps
+    assert speech.wer([(speech.refs()[CLIP], whole["text"])]) <= 0.15, whole["text"]

@@ -76,3 +76,23 @@ def test_worker_publishes_over_tls_with_credentials(tls_broker, tmp_path: Path):
     assert [f["site_id"] for f in finals] == [h.SITE] * len(h.SHORT)
     assert "online" in col.payloads("/availability")
     assert "mqtt_connected" in w.output()
+
+
+def test_wrong_password_is_named_and_retried(tls_broker, tmp_path: Path):
+    """A wrong MQTT_PASSWORD: the broker refuses, the worker logs an error naming the variables to
+    check, keeps running and retrying (a broker may refuse while starting), publishes nothing."""
+    plain, tls, certs = tls_broker
+    col = h.Collector(plain)
+    env = h.worker_env(tls, "-", MQTT_TLS="1", MQTT_CA_FILE=str(certs / "ca.pem"), MQTT_USERNAME="worker",
+                       MQTT_PASSWORD="wrong")
+    w = h.start_worker(env, stdin=subprocess.PIPE)
+    try:
+        refused = h.wait_log(w, "mqtt_refused", 30, n=2)
+        assert w.alive(), h.tail(w)
+    finally:
+        w.stop()
+        col.close()
+    assert all(e["level"] == "error" for e in refused), refused
+    assert all("MQTT_PASSWORD" in e["hint"] for e in refused), refused
+    assert refused[0]["reason"] in ("Not authorized", "Bad user name or password"), refused
+    assert col.payloads("/availability") == []

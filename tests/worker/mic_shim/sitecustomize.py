@@ -14,6 +14,12 @@ USB microphone, and which this file supplies at the ``sounddevice`` boundary, no
   device's default, and ``check_input_settings`` refuses any other, as PortAudio does for such
   hardware ("Invalid sample rate").
 
+A third thing stands in for what only hardware does: a USB microphone pulled out. ALSA then fails the
+open stream's reads and PortAudio stops it. While the file named by ``STT_TEST_UNPLUGGED`` exists, the
+paced callback raises ``CallbackAbort``, so PortAudio stops the stream as it would. The test also takes
+the PCM out of ALSA's configuration, so the device really disappears from PortAudio's enumeration until
+it is put back.
+
 Device enumeration, lookup by name, opening, the callback thread and the data path stay PortAudio's.
 """
 
@@ -25,6 +31,7 @@ import time
 from typing import Any
 
 VIRTUAL: dict[str, int] = json.loads(os.environ.get("STT_TEST_VIRTUAL_MICS", "{}"))
+UNPLUGGED = os.environ.get("STT_TEST_UNPLUGGED", "")
 
 if VIRTUAL:
     import sounddevice as sd
@@ -70,6 +77,8 @@ if VIRTUAL:
         state = {"start": 0.0, "frames": 0}
 
         def paced(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            if UNPLUGGED and os.path.exists(UNPLUGGED):
+                raise sd.CallbackAbort
             if not state["start"]:
                 state["start"] = time.monotonic()
             state["frames"] += frames

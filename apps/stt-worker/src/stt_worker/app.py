@@ -188,7 +188,8 @@ class Worker:
     async def _watchdog(self) -> None:
         assert self.notifier.watchdog_interval is not None
         while True:
-            # a capture loop that stopped turning (a wedged device) stops the pings: systemd restarts us
+            # a capture loop that stopped turning (a wedged device or driver) stops the pings: systemd
+            # restarts us. A device that is merely away does not: the microphone keeps yielding GAPs.
             if time.monotonic() - self._last_frame < max(10.0, 4 * self.notifier.watchdog_interval):
                 self.notifier.watchdog()
             await asyncio.sleep(self.notifier.watchdog_interval)
@@ -201,6 +202,14 @@ class Worker:
         paced_by_decoder = isinstance(self.source, WavSource) and not self.source.realtime
         async for frame in self.source.frames():
             self._last_frame = time.monotonic()
+            if not frame:  # the microphone is away (mic.GAP): what was being said ends here
+                if self.gate.is_open:
+                    log.info("utterance_cut_by_device_loss")
+                for event in self.gate.close("flush"):
+                    self._on_event(event)
+                # nor does the pre-roll from before the gap lead into what is heard after it
+                self.gate = v.VadGate(self.gate.config, self.gate.is_speech)
+                continue
             if self.muted:
                 continue
             for event in self.gate.feed(frame):

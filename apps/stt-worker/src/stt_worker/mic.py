@@ -80,34 +80,50 @@ def pick_rate(device: int | None) -> int:
         return int(info["default_samplerate"])
 
 
+# Yielded by MicSource while the device is away: "no audio, and that is known". The worker ends the
+# utterance that was being spoken (it will not continue after the gap) and keeps its watchdog pinging:
+# a microphone that is unplugged is not a wedged process, and a restart could not bring it back sooner.
+GAP = b""
+
+
 class MicSource:
     def __init__(self, device: str | None, frame_ms: int) -> None:
         self.spec = device
         self.frame_ms = frame_ms
         self.device = find_device(device)  # a missing device is a configuration error at start
         self.describe = f"mic:{device or 'default'}"
-        self.backoff = Backoff(initial=0.5, cap=10.0)
+        # capped low: a re-plugged microphone should be heard again within seconds
+        self.backoff = Backoff(initial=0.5, cap=5.0)
 
     async def frames(self) -> AsyncIterator[bytes]:
+        present = True
         while True:
-            try:
-                async for frame in self._open_and_read():
-                    yield frame
-            except ConfigError:
-                raise
-            except Exception as exc:  # any PortAudio failure: reopen later
-                log.warning("mic_lost", device=self.spec or "default", error=str(exc))
+            if present:
+                try:
+                    async for frame in self._open_and_read():
+                        yield frame
+                except ConfigError:
+                    raise
+                except Exception as exc:  # any PortAudio failure: reopen later
+                    log.warning("mic_lost", device=self.spec or "default", error=str(exc))
+            yield GAP
             await asyncio.sleep(self.backoff.next_delay())
-            self._rescan()
+            present = self._rescan()
 
-    def _rescan(self) -> None:
-        # PortAudio enumerates devices once per initialisation; re-initialise to see a re-plugged one
+    def _rescan(self) -> bool:
+        """Whether the device is there again. PortAudio enumerates devices once per initialisation,
+        so it is re-initialised to see a re-plugged one; indexes may have moved, so the device is looked
+        up again by AUDIO_DEVICE, never reopened by a stale index (which may now be another device)."""
         sd = _sd()
         with contextlib.suppress(Exception):
             sd._terminate()
             sd._initialize()
-        with contextlib.suppress(ConfigError):
+        try:
             self.device = find_device(self.spec)
+        except ConfigError as exc:
+            log.debug("mic_absent", device=self.spec, error=exc.message)
+            return False
+        return True
 
     async def _open_and_read(self) -> AsyncIterator[bytes]:
         sd = _sd()

@@ -32,6 +32,10 @@ log = structlog.get_logger(__name__)
 ACK_TIMEOUT_S = 10.0
 
 
+# paho's names for a CONNACK refusing who we are (MQTT 3.1.1 codes 4 and 5, MQTT 5 codes 134 and 135)
+_CREDENTIALS_REFUSED = frozenset({"Bad user name or password", "Not authorized"})
+
+
 @dataclass(frozen=True)
 class Incoming:
     topic: str
@@ -204,7 +208,12 @@ class MqttLink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.warning("mqtt_refused", reason=str(reason))
+            if str(reason) in _CREDENTIALS_REFUSED:
+                # retried all the same (a broker may refuse while its own auth plugin starts), but said
+                # plainly, since it is almost always a wrong variable
+                log.error("mqtt_refused", reason=str(reason), hint="check MQTT_USERNAME and MQTT_PASSWORD")
+            else:
+                log.warning("mqtt_refused", reason=str(reason))
             return
         if self.announce:
             client.publish(self.availability_topic, "online", qos=1, retain=True)
