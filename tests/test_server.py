@@ -556,7 +556,8 @@ def run_server_expecting_failure(env: dict[str, str]) -> subprocess.CompletedPro
     ({"WHISPER_MODEL": "large-v3", "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent/hf"}, "WHISPER_MODEL"),
     ({"COMPUTE_TYPE": "float16"}, "COMPUTE_TYPE"),
     ({"MAX_SESSIONS": "0"}, "MAX_SESSIONS"),
-], ids=["port", "device", "unknown-model", "uncached-model", "compute-type", "max-sessions"])
+    ({"FINAL_CONTEXT_S": "45"}, "FINAL_CONTEXT_S"),
+], ids=["port", "device", "unknown-model", "uncached-model", "compute-type", "max-sessions", "final-context"])
 def test_bad_configuration_exits_78_with_one_line_naming_the_variable(env, variable):
     """A configuration that cannot work exits with 78 (EX_CONFIG) and one line on stderr that names
     the variable, never a traceback."""

@@ -19,6 +19,7 @@ CASES = {
     "backend": ({"STT_BACKEND": "carrier-pigeon"}, "STT_BACKEND"),
     "aggressiveness": ({"VAD_AGGRESSIVENESS": "7"}, "VAD_AGGRESSIVENESS"),
     "frame": ({"VAD_FRAME_MS": "25"}, "VAD_FRAME_MS"),
+    "final-context": ({"FINAL_CONTEXT_S": "5"}, "FINAL_CONTEXT_S"),
     "port": ({"MQTT_PORT": "abc"}, "MQTT_PORT"),
     "wav": ({"AUDIO_SOURCE": "/nonexistent.wav"}, "AUDIO_SOURCE"),
     "device": ({"AUDIO_SOURCE": "mic", "AUDIO_DEVICE": "no-such-mic"}, "AUDIO_DEVICE"),

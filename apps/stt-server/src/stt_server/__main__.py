@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         engine, info = build_engine(
             whisper_model=settings.whisper_model, device=settings.device, compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads, partial_interval_ms=settings.partial_interval_ms,
-            final_workers=settings.final_workers, partial_workers=settings.partial_workers)
+            final_workers=settings.final_workers, partial_workers=settings.partial_workers,
+            final_context_s=settings.final_context_s)
     except ConfigError as exc:
         exit_config(PROG, str(exc))
     try:

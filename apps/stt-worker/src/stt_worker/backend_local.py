@@ -51,7 +51,8 @@ class LocalBackend:
         # ConfigError propagates: a model that cannot load is the operator's to fix
         engine, info = await asyncio.to_thread(
             build_engine, whisper_model=s.whisper_model, device=s.device, compute_type=s.compute_type,
-            cpu_threads=s.cpu_threads, partial_interval_ms=s.partial_interval_ms)
+            cpu_threads=s.cpu_threads, partial_interval_ms=s.partial_interval_ms,
+            final_context_s=s.final_context_s)
         self.engine = engine
         self._model = info.model
         return engine

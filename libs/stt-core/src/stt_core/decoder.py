@@ -40,13 +40,19 @@ SHORT_CONTEXT_S = 10.0
 MIN_SILENCE_S = 3.0
 # a run of this many words said again at once is a decoding loop, not speech
 LOOP_WORDS = 6
+# Whisper's own window, and the shorter encoder context a final may use instead (FINAL_CONTEXT_S)
+FULL_CONTEXT_S = 30.0
+SHORT_FINAL_CONTEXT_S = 15.0
+# faster-whisper's thresholds for a decode that went wrong (its temperature fallback's triggers)
+COMPRESSION_RATIO_MAX = 2.4
+LOGPROB_MIN = -1.0
 
 
 def cut_loop(text: str) -> str:
     """Cut a greedy decode where it starts repeating itself ("ask what you ask not what your country
     ... ask what you ask not what ..."): at the first run of LOOP_WORDS words that occurred earlier in
     the text and is followed by more of the same. Speech rarely repeats a dozen words verbatim; a
-    decoder that lost its place does. Partials only: finals go through faster-whisper's own checks."""
+    decoder that lost its place does. For a short-context final, a loop sends it to the full decode."""
     words = text.split()
     norm = [w.lower().strip(",.?!;:") for w in words]
     n = LOOP_WORDS
@@ -89,17 +95,21 @@ class WhisperDecoder:
     """faster-whisper with the settings that make finals equal an offline decode.
 
     Finals use faster-whisper's own defaults (beam 5, temperature fallback, conditioning on previous
-    text), exactly what ``WhisperModel.transcribe`` does offline, so streaming costs no accuracy.
+    text), exactly what ``WhisperModel.transcribe`` does offline, so streaming costs no accuracy. With
+    ``final_context_s`` under 30 s, a final that fits is first tried with beam 5 on that shorter encoder
+    context, and kept only when it passes faster-whisper's own quality checks (``_short_context_final``).
     Partials are greedy and single-temperature: they are replaced within ``PARTIAL_INTERVAL_MS`` anyway.
     Whisper invents text ("you", "Thank you.") on silence and noise, so audio in which Silero VAD (shipped
     inside faster-whisper, no download) finds no speech is answered with an empty transcript, undecoded.
     """
 
     def __init__(self, model: Any, model_name: str, *, beam_size: int = 5,
-                 fast_partial_max_s: float = 10.0) -> None:
+                 fast_partial_max_s: float = 10.0, final_context_s: float = FULL_CONTEXT_S) -> None:
         self.model = model
         self.model_name = model_name
         self.beam_size = beam_size
+        # below FULL_CONTEXT_S, finals that fit are decoded on a shorter encoder context (see final())
+        self.final_context_s = final_context_s
         # audio up to this long gets a short-context partial; longer tails the full, timestamped decode
         self.fast_partial_max_s = fast_partial_max_s
         self.multilingual = bool(model.model.is_multilingual)
@@ -125,8 +135,53 @@ class WhisperDecoder:
     def final(self, audio: Float32Array, lang: str | None) -> Transcript:
         if not self.has_speech(audio):
             return EMPTY
+        duration = audio.size / TARGET_RATE
+        if (self.final_context_s < FULL_CONTEXT_S and duration + MIN_SILENCE_S <= FULL_CONTEXT_S
+                and (lang or not self.multilingual)):
+            short = self._short_context_final(audio, lang or "en")
+            if short is not None:
+                return short
         segments, info = self.model.transcribe(audio, language=lang, beam_size=self.beam_size)
         return self._transcript(list(segments), info.language)
+
+    def _short_context_final(self, audio: Float32Array, lang: str) -> Transcript | None:
+        """Beam search over an encoder context of ``final_context_s`` (at least the audio plus
+        ``MIN_SILENCE_S`` of silence) instead of Whisper's 30 s window; None when the result shows any
+        sign of a decode gone wrong, and the caller then decodes exactly as offline faster-whisper.
+
+        On a CPU the encoder's pass over the padded 30 s is 65-85% of a final's cost, and batching
+        finals does not shrink it (bench/RESULTS.md). Whisper was trained on 30 s windows; with too
+        short a context tiny.en loops ("... should be fine and form. It is of the first importance
+        that ..." at 10 s), which is why the context is 15 s by default and why every result is
+        checked as faster-whisper checks its own before falling back to a higher temperature: a
+        compression ratio over 2.4 (repetition), a mean log-probability under -1, a loop of words, or
+        a decode that ran to its length limit. Any of those, and the full decode runs instead.
+        """
+        from faster_whisper.transcribe import get_compression_ratio
+
+        duration = audio.size / TARGET_RATE
+        context_s = min(FULL_CONTEXT_S, max(self.final_context_s, duration + MIN_SILENCE_S))
+        silence = np.zeros(int((context_s - duration) * TARGET_RATE), dtype=np.float32)
+        features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
+        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
+        tok = self._tokenizer(lang)
+        # speech runs at 2-5 tokens a second; 8 a second plus a margin is room for any real sentence
+        max_length = min(self.model.max_length, int(duration * 8) + 24)
+        result = self.model.model.generate(
+            self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]],
+            beam_size=self.beam_size, max_length=max_length, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress(tok),
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tok.decode(tokens).strip()
+        logprob = float(result.scores[0])  # length-normalised: the mean log-probability per token
+        if (not text or cut_loop(text) != text or get_compression_ratio(text) > COMPRESSION_RATIO_MAX
+                or logprob < LOGPROB_MIN or len(tokens) + len(tok.sot_sequence) + 1 >= max_length):
+            return None
+        # as confidence_of(): the mean token probability, scaled by the model's belief it heard speech
+        confidence = round(max(0.0, min(1.0, math.exp(logprob) * (1 - result.no_speech_prob))), 4)
+        return Transcript(text=text, confidence=confidence, language=lang,
+                          pieces=(Piece(0.0, duration, text),))
 
     def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
         # No Silero pass here: at the very start of an utterance it has too little context to say
@@ -150,19 +205,14 @@ class WhisperDecoder:
         work as thirty. CTranslate2's encoder accepts a shorter input; given too little of it, tiny.en
         loops ("produced, produced, produced"), but with at least ``SHORT_CONTEXT_S`` of context (the
         audio, then silence) it ends its text where the speech ends. That cuts a partial's cost 3-4x on
-        a CPU. Finals never take this path: they are decoded exactly as offline faster-whisper does.
+        a CPU. Finals have their own, checked, variant: ``_short_context_final``.
         """
-        from faster_whisper.tokenizer import Tokenizer
-
         duration = audio.size / TARGET_RATE
         pad_s = max(SHORT_CONTEXT_S - duration, MIN_SILENCE_S)
         silence = np.zeros(int(pad_s * TARGET_RATE), dtype=np.float32)
         features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
         features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
-        tok = self._tokenizers.get(lang)
-        if tok is None:  # read-only once built, so sharing it between decode threads is safe
-            tok = self._tokenizers[lang] = Tokenizer(self.model.hf_tokenizer, self.multilingual,
-                                                     task="transcribe", language=lang)
+        tok = self._tokenizer(lang)
         result = self.model.model.generate(
             self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]], beam_size=1,
             max_length=min(self.model.max_length, int(duration * 8) + 24), return_scores=True,
@@ -175,6 +225,15 @@ class WhisperDecoder:
         confidence = round(max(0.0, min(1.0, math.exp(result.scores[0]) * (1 - result.no_speech_prob))), 4)
         return Transcript(text=text, confidence=confidence, language=lang,
                           pieces=(Piece(0.0, duration, text),))
+
+    def _tokenizer(self, lang: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        tok = self._tokenizers.get(lang)
+        if tok is None:  # read-only once built, so sharing it between decode threads is safe
+            tok = self._tokenizers[lang] = Tokenizer(self.model.hf_tokenizer, self.multilingual,
+                                                     task="transcribe", language=lang)
+        return tok
 
     def _suppress(self, tok: Any) -> list[int]:
         if self._suppress_tokens is None:

