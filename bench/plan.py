@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tests.support.speech import duration, refs
 
-MEASUREMENTS = ("latency", "accuracy", "capacity", "edge")
+MEASUREMENTS = ("latency", "accuracy", "capacity", "edge", "final_cost")
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,37 @@ def capacity_section(cap: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+def final_cost_section(cost: dict[str, Any]) -> str:
+    rows = [
+        [
+            cid,
+            f(d["audio_s"], ".1f"),
+            f(d["offline_s"]),
+            f(d["encoder_30s_s"]),
+            f(d["ours_s"]),
+            "offline" if d["fell_back"] else f"{cost['context_s']:g} s",
+        ]
+        for cid, d in cost["clips"].items()
+    ]
+    t = cost["total"]
+    rows.append(["**all**", "", f(t["offline_s"]), f(t["encoder_30s_s"]), f(t["ours_s"]), ""])
+    head = ["clip", "audio, s", "offline transcribe, s", "its encoder pass (30 s window), s",
+            "our final, s", "our final's context"]
+    return "\n".join([
+        table(head, rows),
+        "",
+        f"One core, best of a few repeats. The encoder's pass over Whisper's 30 s window is "
+        f"**{cost['encoder_share']:.0%}** of an offline decode's time. Encoded {cost['batch']} at a time, a "
+        f"window costs {f(cost['encoder_batched_per_item_s'])} s against {f(cost['encoder_single_s'])} s "
+        f"alone ({cost['encoder_batched_per_item_s'] / cost['encoder_single_s'] - 1:+.0%}): on a CPU, "
+        f"batching the finals that end together buys nothing. A shorter "
+        f"window is what pays: our finals (FINAL_CONTEXT_S={cost['context_s']:g}, checked and decoded "
+        f"offline when a check fails: {cost['fallbacks']} of {len(cost['clips'])} here) take "
+        f"**{cost['speedup']:.1f}x** less time, at a WER of {cost['wer_ours']:.1%} against "
+        f"{cost['wer_offline']:.1%} offline.",
+    ])
+
+
 def edge_section(edge: dict[str, Any]) -> str:
     rows = []
     for m, d in edge.get("idle", {}).items():
@@ -442,6 +473,9 @@ def render(
             peers_section(peers, plots),
             "",
         ]
+    if bench and bench.get("final_cost"):
+        out += ["## 6. Cost of a final (why FINAL_CONTEXT_S)", "",
+                final_cost_section(bench["final_cost"]), ""]
     out += [
         "## Method",
         "",

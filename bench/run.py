@@ -1,4 +1,5 @@
-"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge] [--peers] [--out DIR]``
+"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge,final_cost] [--peers]
+[--out DIR]``
 
 Runs the measurements in an order that keeps them apart on a small machine (the baseline first, on a quiet
 machine; one worker at a time), then writes the figures, plots and RESULTS.md (``report.py``).
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import accuracy, baseline, capacity, edge, latency, meta, peers, report
+from . import accuracy, baseline, capacity, edge, final_cost, latency, meta, peers, report
 from .clips import load_all
 from .plan import MEASUREMENTS, preset
 from .rig import Rig
@@ -70,6 +71,10 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
         log(f"{plan.name} plan: baseline decode of {len(ids)} clips")
         base = baseline.measure(load_all(ids))
         results["baseline"] = base.to_json()
+        if "final_cost" in todo:
+            log(f"final cost: {len(plan.latency_clips)} clips decoded offline and as our finals, one core")
+            repeats = 1 if plan.name == "smoke" else final_cost.REPEATS
+            results["final_cost"] = final_cost.measure(load_all(list(plan.latency_clips)), repeats=repeats)
         runs = []
         if todo & {"latency", "accuracy", "edge"}:
             for mode in ("local", "ws"):

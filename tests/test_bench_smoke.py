@@ -46,6 +46,9 @@ def test_smoke_run_measures_every_figure(smoke: tuple[Path, dict[str, Any]]) -> 
     assert level["errors"] == 0, level["error_samples"]
     assert finite(level["latency_s"]["p50"])
     assert finite(level["first_text_s"]["p50"])
+    cost = r["final_cost"]
+    for key in ("speedup", "encoder_share", "encoder_batched_per_item_s", "wer_offline", "wer_ours"):
+        assert finite(cost[key]), (key, cost)
 
 
 def test_smoke_run_writes_results_and_plots(smoke: tuple[Path, dict[str, Any]]) -> None:
@@ -58,6 +61,7 @@ def test_smoke_run_writes_results_and_plots(smoke: tuple[Path, dict[str, Any]]) 
         "## 2. Accuracy",
         "## 3. Server capacity",
         "## 4. Edge cost",
+        "## 6. Cost of a final",
         "## Before/after",
         "cores",
     ):
