@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from tests.support import speech
+from tests.support.mqtt_msg import Msg
 from tests.support.procs import VENV_BIN, Proc
 
 SITE = "hasite"
@@ -44,21 +44,6 @@ LONG = "LJ001-0006"  # 5.7 s
 
 
 # ---- MQTT -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Msg:
-    t: float  # time.monotonic() at arrival
-    topic: str
-    raw: bytes
-    retain: bool
-
-    @property
-    def text(self) -> str:
-        return self.raw.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return json.loads(self.raw)
 
 
 class Ha:

@@ -25,6 +25,8 @@ import soxr
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.support.pacing import paced
+
 
 def ws_url(port: int, path: str = "/stt", token: str | None = None, host: str = "127.0.0.1") -> str:
     return f"ws://{host}:{port}{path}" + (f"?token={token}" if token is not None else "")
@@ -150,16 +152,8 @@ class SttSession:
                    stop: threading.Event | None = None) -> int:
         """Send int16 samples as ``frame_ms`` frames, paced at ``speed`` x real time (None: no pacing).
         Stops quietly when the server closes the connection or ``stop`` is set; returns frames sent."""
-        frames = pcm_frames(pcm, rate, frame_ms)
-        t0 = time.monotonic()
         sent = 0
-        for i, frame in enumerate(frames):
-            if stop is not None and stop.is_set():
-                break
-            if speed is not None:
-                delay = t0 + i * frame_ms / 1000 / speed - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        for frame in paced(pcm_frames(pcm, rate, frame_ms), frame_ms / 1000, speed, stop):
             try:
                 self.ws.send(frame)
             except ConnectionClosed:

@@ -6,14 +6,12 @@ real stt-server. The worker is configured through its environment only, as an op
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
 import time
 import wave
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,10 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from tests.support import speech
+from tests.support.mqtt_msg import Msg
+from tests.support.pacing import paced
 from tests.support.procs import VENV_BIN, Proc
+from tests.support.stt_client import pcm_frames
 
 SITE = "testsite"
 BASE = "stt"
@@ -39,17 +40,6 @@ FINAL_FIELDS = {"site_id", "utterance_id", "text", "confidence", "language", "ba
 
 
 # ---- MQTT ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Msg:
-    t: float  # time.monotonic() at arrival
-    topic: str
-    payload: str
-    retain: bool
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
 
 
 class Collector:
@@ -82,7 +72,7 @@ class Collector:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        m = Msg(time.monotonic(), msg.topic, msg.payload.decode(errors="replace"), bool(msg.retain))
+        m = Msg(time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain))
         with self._cond:
             self.messages.append(m)
             self._cond.notify_all()
@@ -252,18 +242,9 @@ def feed_stdin(proc: Proc, pcm: np.ndarray, *, speed: float | None = 1.0, frame_
                stop: threading.Event | None = None, close: bool = True) -> None:
     """Write S16LE samples to the worker's stdin, paced at ``speed`` x real time (None: at once)."""
     assert proc.p.stdin is not None
-    n = RATE * frame_ms // 1000
-    data = pcm.astype("<i2")
-    t0 = time.monotonic()
     try:
-        for k, i in enumerate(range(0, len(data), n)):
-            if stop is not None and stop.is_set():
-                break
-            if speed is not None:
-                delay = t0 + k * frame_ms / 1000 / speed - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            proc.p.stdin.write(data[i:i + n].tobytes())
+        for frame in paced(pcm_frames(pcm, RATE, frame_ms), frame_ms / 1000, speed, stop):
+            proc.p.stdin.write(frame)
             proc.p.stdin.flush()
         if close:
             proc.p.stdin.close()
