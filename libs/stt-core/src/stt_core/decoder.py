@@ -161,17 +161,7 @@ class WhisperDecoder:
 
         duration = audio.size / TARGET_RATE
         context_s = min(FULL_CONTEXT_S, max(self.final_context_s, duration + MIN_SILENCE_S))
-        silence = np.zeros(int((context_s - duration) * TARGET_RATE), dtype=np.float32)
-        features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
-        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
-        tok = self._tokenizer(lang)
-        # speech runs at 2-5 tokens a second; 8 a second plus a margin is room for any real sentence
-        max_length = min(self.model.max_length, int(duration * 8) + 24)
-        result = self.model.model.generate(
-            self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]],
-            beam_size=self.beam_size, max_length=max_length, return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress(tok),
-        )[0]
+        tok, result, max_length = self._decode_on_context(audio, lang, context_s, beam_size=self.beam_size)
         tokens = result.sequences_ids[0]
         text = tok.decode(tokens).strip()
         logprob = float(result.scores[0])  # length-normalised: the mean log-probability per token
@@ -208,16 +198,8 @@ class WhisperDecoder:
         a CPU. Finals have their own, checked, variant: ``_short_context_final``.
         """
         duration = audio.size / TARGET_RATE
-        pad_s = max(SHORT_CONTEXT_S - duration, MIN_SILENCE_S)
-        silence = np.zeros(int(pad_s * TARGET_RATE), dtype=np.float32)
-        features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
-        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
-        tok = self._tokenizer(lang)
-        result = self.model.model.generate(
-            self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]], beam_size=1,
-            max_length=min(self.model.max_length, int(duration * 8) + 24), return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress(tok),
-        )[0]
+        tok, result, _ = self._decode_on_context(audio, lang, max(SHORT_CONTEXT_S, duration + MIN_SILENCE_S),
+                                                 beam_size=1)
         text = cut_loop(tok.decode(result.sequences_ids[0]).strip())
         if not text or result.no_speech_prob >= NO_SPEECH_PARTIAL:
             return EMPTY
@@ -225,6 +207,24 @@ class WhisperDecoder:
         confidence = round(max(0.0, min(1.0, math.exp(result.scores[0]) * (1 - result.no_speech_prob))), 4)
         return Transcript(text=text, confidence=confidence, language=lang,
                           pieces=(Piece(0.0, duration, text),))
+
+    def _decode_on_context(self, audio: Float32Array, lang: str, context_s: float,
+                           beam_size: int) -> tuple[Any, Any, int]:
+        """One decode, without timestamps, whose encoder sees the audio then silence up to ``context_s``
+        (not Whisper's 30 s). Returns the tokenizer, CTranslate2's result and the length limit used."""
+        duration = audio.size / TARGET_RATE
+        silence = np.zeros(int((context_s - duration) * TARGET_RATE), dtype=np.float32)
+        features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
+        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
+        tok = self._tokenizer(lang)
+        # speech runs at 2-5 tokens a second; 8 a second plus a margin is room for any real sentence
+        max_length = min(self.model.max_length, int(duration * 8) + 24)
+        result = self.model.model.generate(
+            self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]], beam_size=beam_size,
+            max_length=max_length, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppress(tok),
+        )[0]
+        return tok, result, max_length
 
     def _tokenizer(self, lang: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
