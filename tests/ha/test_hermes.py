@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from stt_worker import hermes
+from stt_worker import hermes, topics
 from stt_worker.control import ControlError
 
 
@@ -32,19 +32,19 @@ def test_partial_text_captured_has_the_same_fields() -> None:
 
 
 @pytest.mark.parametrize(("topic", "payload", "command"), [
-    (hermes.TOGGLE_OFF, b'{"siteId": "kitchen", "reason": "dialogueSession"}', hermes.Toggle(False)),
-    (hermes.TOGGLE_ON, b'{"siteId": "kitchen"}', hermes.Toggle(True)),
-    (hermes.START_LISTENING, b'{"siteId": "kitchen", "sessionId": "abc", "stopOnSilence": true}',
+    (topics.HERMES_TOGGLE_OFF, b'{"siteId": "kitchen", "reason": "dialogueSession"}', hermes.Toggle(False)),
+    (topics.HERMES_TOGGLE_ON, b'{"siteId": "kitchen"}', hermes.Toggle(True)),
+    (topics.HERMES_START_LISTENING, b'{"siteId": "kitchen", "sessionId": "abc", "stopOnSilence": true}',
      hermes.StartListening("abc")),
-    (hermes.STOP_LISTENING, b'{"siteId": "kitchen", "sessionId": "abc"}', hermes.StopListening("abc")),
-    (hermes.START_LISTENING, b'{"siteId": "kitchen"}', hermes.StartListening(None)),
+    (topics.HERMES_STOP_LISTENING, b'{"siteId": "kitchen", "sessionId": "abc"}', hermes.StopListening("abc")),
+    (topics.HERMES_START_LISTENING, b'{"siteId": "kitchen"}', hermes.StartListening(None)),
 ])
 def test_commands_for_this_site(topic: str, payload: bytes, command: hermes.HermesCommand) -> None:
     """toggleOn/Off and start/stopListening for our siteId become commands (extra fields ignored)."""
     assert hermes.parse(topic, payload, "kitchen") == command
 
 
-@pytest.mark.parametrize("topic", hermes.SUBSCRIPTIONS)
+@pytest.mark.parametrize("topic", topics.HERMES_SUBSCRIPTIONS)
 def test_other_sites_are_ignored(topic: str) -> None:
     """A message for another siteId (or Rhasspy's default site) is not ours."""
     assert hermes.parse(topic, b'{"siteId": "office", "sessionId": "x"}', "kitchen") is None
@@ -54,7 +54,7 @@ def test_other_sites_are_ignored(topic: str) -> None:
 
 def test_unrelated_topics_give_nothing() -> None:
     """textCaptured (our own output) and other Hermes topics are not commands."""
-    assert hermes.parse(hermes.TEXT_CAPTURED, b'{"siteId": "kitchen"}', "kitchen") is None
+    assert hermes.parse(topics.HERMES_TEXT_CAPTURED, b'{"siteId": "kitchen"}', "kitchen") is None
 
 
 @pytest.mark.parametrize("payload", [b"toggle off", b"[]", b'{"siteId": 5}',
@@ -62,4 +62,4 @@ def test_unrelated_topics_give_nothing() -> None:
 def test_bad_payloads_raise(payload: bytes) -> None:
     """A payload that is not Hermes' JSON raises a ControlError (answered on the error topic)."""
     with pytest.raises(ControlError):
-        hermes.parse(hermes.TOGGLE_OFF, payload, "kitchen")
+        hermes.parse(topics.HERMES_TOGGLE_OFF, payload, "kitchen")

@@ -1,35 +1,36 @@
-"""The worker: audio source -> voice gate -> backend -> MQTT, with an ordered, bounded shutdown."""
+"""The worker: audio source -> utterance machine -> backends and MQTT, with an ordered, bounded shutdown.
+
+This is the adapter around ``utterances.UtteranceMachine``, as ``connection.py`` is for the server's
+session: it owns the devices, tasks and the loop. It feeds the machine frames, backend events and
+commands, each with the time, and carries out the actions the machine returns; every decision
+(utterances, failover, the order of finals, muting) is the machine's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
-from stt_core import __version__
 from stt_core import vad as v
+from stt_core.daemon.notify import Notifier
 from stt_core.errors import ConfigError, PeerError
-from stt_core.sdnotify import Notifier
 
-from . import control, discovery, hermes
-from .backend import Backend, BackendUnavailable, Transcript, UtteranceStream
-from .backend_local import LocalBackend
-from .backend_ws import WsBackend
-from .failover import FailoverBackend
+from . import control, hermes
+from . import utterances as u
+from .backend import BackendEvent, BackendName, ConnectionChanged, SpeechOptions, Stream
+from .backends import REMOTE, Backends, fallback_of
 from .mqtt_link import Incoming, MqttLink
+from .payloads import Payloads, WorkerState
 from .persist import StateFile, state_dir
 from .settings import WorkerSettings
 from .sources import StdinSource, WavSource
-from .topics import Topics
+from .topics import HERMES_SUBSCRIPTIONS
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +39,6 @@ class Source(Protocol):
     describe: str
 
     def frames(self) -> AsyncIterator[bytes]: ...
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_source(settings: WorkerSettings) -> Source:
@@ -55,60 +52,30 @@ def make_source(settings: WorkerSettings) -> Source:
     return WavSource(Path(settings.audio_source), frame_ms, realtime=settings.audio_realtime)
 
 
-def make_backend(settings: WorkerSettings, on_connection_change: callable | None = None) -> Backend:  # type: ignore[valid-type]
-    if settings.stt_backend == "local":
-        return LocalBackend(settings)
-    ws = WsBackend(settings, on_connection_change)
-    if settings.stt_fallback == "local":
-        return FailoverBackend(ws, LocalBackend(settings))
-    return ws
-
-
-@dataclass
-class Utterance:
-    id: str
-    stream: UtteranceStream
-    started_wall: float
-    t_start_ms: int
-    voiced_end_wall: float = 0.0
-    ended_wall: float = 0.0
-    audio_ms: int = 0
-    first_partial_wall: float | None = None
-    partials: int = 0
-    reason: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-def _session(utt: Utterance) -> str | None:
-    """The Hermes session an utterance was started for (hermes/asr/startListening), if any."""
-    sid = utt.extra.get("session_id")
-    return sid if isinstance(sid, str) else None
-
-
 class Worker:
     def __init__(self, settings: WorkerSettings, *, notifier: Notifier | None = None) -> None:
         self.s = settings
-        self.topic = settings.topic
+        self.topics = settings.topics
         self.link = MqttLink(settings, settings.mqtt_client_id or f"stt-worker-{settings.site_id}")
-        self.topics = Topics.of(settings.mqtt_base_topic, settings.site_id)
+        self.payloads = Payloads(settings)
         self.store = StateFile(state_dir(), settings.site_id, settings.stt_backend)
         saved = self.store.load()
-        # backends are built on first use and kept: switching back and forth reloads nothing
-        self._local: LocalBackend | None = None
-        self._backends: dict[str, Backend] = {}
-        self._started: set[str] = set()
+        self.fallback = fallback_of(settings)
+        self.machine = u.UtteranceMachine(
+            gate=v.VadGate(settings.vad_config()), backend=saved.backend or settings.stt_backend,
+            fallback=self.fallback, remote=REMOTE, final_timeout_s=settings.ws_final_timeout_s,
+            options=SpeechOptions(lang=settings.whisper_lang), muted=saved.muted)
+        self.backends = Backends(settings, self._emit)
+        self.streams: dict[str, Stream] = {}  # by utterance id: the stream each one is on now
+        self.source = make_source(settings)
+        self.notifier = notifier or Notifier()
+        self.listening = False
+        self._settled = asyncio.Event()  # set while no utterance waits for its final
+        self._settled.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
         self._switching = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.backend_name = saved.backend or settings.stt_backend
-        self.backend = self._backend(self.backend_name)
-        self.source = make_source(settings)
-        self.gate = v.VadGate(settings.vad_config())
-        self.notifier = notifier or Notifier()
-        self.current: Utterance | None = None
-        self.finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
-        self.listening = False
-        self.muted = saved.muted
-        self._mute_epoch = 0  # bumped by every mute: finals of earlier utterances are not published
         self._last_frame = time.monotonic()
         self._stop = asyncio.Event()
         self.exit_code = 0
@@ -121,17 +88,18 @@ class Worker:
             loop.add_signal_handler(sig, self._stop.set)
         await self.link.start()
         self.link.on_connect = self.publish_state
-        await self.backend.start()  # ConfigError (a model that cannot load) ends the run with 78
-        self._started.add(self.backend_name)
+        # ConfigError (a model that cannot load) ends the run with 78
+        chosen = await self.backends.start(self.machine.backend)
+        if not chosen.connected and self.fallback is not None:
+            self.backends.prewarm(self.fallback)  # the server is away: have the fallback ready
         self._wire()
         self.listening = True
         self.publish_state()
         await self.link.wait_connected(5.0)
-        log.info("worker_started", site_id=self.s.site_id, backend=self.backend_name,
-                 source=self.source.describe, model=self.backend.model,
-                 mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topic)
+        log.info("worker_started", site_id=self.s.site_id, backend=self.machine.backend,
+                 source=self.source.describe, model=chosen.model,
+                 mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topics.base)
         self.notifier.ready(f"listening on {self.source.describe}")
-        publisher = loop.create_task(self._publish_finals())
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
         capture = loop.create_task(self._capture())
         stop = loop.create_task(self._stop.wait())
@@ -143,14 +111,13 @@ class Worker:
                 raise exc
             log.error("capture_failed", error=repr(exc))
             self.exit_code = 1
-        await self._shutdown(capture, publisher, reason="end_of_input" if ended_by_input else "signal")
+        await self._shutdown(capture, reason="end_of_input" if ended_by_input else "signal")
         for task in (watchdog, stop):
             if task is not None:
                 task.cancel()
         return self.exit_code
 
-    async def _shutdown(self, capture: asyncio.Task[None], publisher: asyncio.Task[None],
-                        reason: str) -> None:
+    async def _shutdown(self, capture: asyncio.Task[None], reason: str) -> None:
         """Ordered and bounded: stop capture, finish the current utterance's final, deliver every queued
         final to the broker, say offline, disconnect. SHUTDOWN_TIMEOUT_S bounds the whole of it."""
         self.notifier.stopping()
@@ -159,22 +126,21 @@ class Worker:
         capture.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await capture
-        for event in self.gate.close("flush"):
-            self._on_event(event)
-        self.finals.put_nowait(None)
+        self._apply(self.machine.flush(time.time()))
         if reason == "end_of_input":
             # nobody asked us to stop: every utterance heard gets its final, however long the backlog
             # (stdin fed faster than real time); a signal meanwhile bounds the rest as usual
+            settled = asyncio.ensure_future(self._settled.wait())
             stop = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({publisher, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({settled, stop}, return_when=asyncio.FIRST_COMPLETED)
+            settled.cancel()
             stop.cancel()
             deadline = time.monotonic() + self.s.shutdown_timeout_s
         try:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic() - 0.5)):
-                await publisher
+                await self._settled.wait()
         except TimeoutError:
-            log.warning("shutdown_final_timeout")
-            publisher.cancel()
+            log.warning("shutdown_final_timeout", waiting=len(self.machine.pending))
         self.listening = False
         self.publish_state()
         if not await self.link.flush(max(0.1, deadline - time.monotonic() - 0.3)):
@@ -182,7 +148,7 @@ class Worker:
         await self.link.close(timeout_s=max(0.1, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
-                await self._stop_backends()
+                await self.backends.stop()
         log.info("worker_stopped")
 
     async def _watchdog(self) -> None:
@@ -194,7 +160,7 @@ class Worker:
                 self.notifier.watchdog()
             await asyncio.sleep(self.notifier.watchdog_interval)
 
-    # ---- audio ------------------------------------------------------------------------------
+    # ---- what goes into the machine -----------------------------------------------------------
 
     async def _capture(self) -> None:
         # AUDIO_REALTIME=0 reads a file "as fast as the decoder goes": each utterance's final is out
@@ -203,142 +169,113 @@ class Worker:
         async for frame in self.source.frames():
             self._last_frame = time.monotonic()
             if not frame:  # the microphone is away (mic.GAP): what was being said ends here
-                if self.gate.is_open:
+                if self.machine.current is not None:
                     log.info("utterance_cut_by_device_loss")
-                for event in self.gate.close("flush"):
-                    self._on_event(event)
-                # nor does the pre-roll from before the gap lead into what is heard after it
-                self.gate = v.VadGate(self.gate.config, self.gate.is_speech)
+                self._apply(self.machine.device_gap(time.time()))
                 continue
-            if self.muted:
-                continue
-            for event in self.gate.feed(frame):
-                self._on_event(event)
-                if paced_by_decoder and isinstance(event, v.SpeechEnd):
-                    await self.finals.join()
-            if self.current is not None and self.gate.is_open and self.gate.t_ms == self.gate.voiced_end_ms:
-                self.current.voiced_end_wall = time.time()
+            actions = self.machine.frame(frame, time.time())
+            self._apply(actions)
+            if paced_by_decoder and any(isinstance(a, u.FinishStream) for a in actions):
+                await self._settled.wait()
 
-    def _on_event(self, event: v.Event) -> None:
-        if isinstance(event, v.SpeechStart):
-            self._begin(event)
-        elif self.current is None:
-            return
-        elif isinstance(event, v.SpeechAudio):
-            self.current.stream.feed(event.audio)
-            self.current.audio_ms += len(event.audio) // 32
-        elif isinstance(event, v.Pause):
-            self.current.stream.pause()
-        elif isinstance(event, v.Resume):
-            self.current.stream.resume()
-        elif isinstance(event, v.SpeechEnd):
-            self._end(event)
-        elif isinstance(event, v.SpeechDiscarded):
-            log.debug("utterance_discarded", utterance_id=self.current.id, voiced_ms=event.voiced_ms)
-            self.current.stream.cancel()
-            self.current = None
-            self.link.publish_retained(f"{self.topic}/speech", "OFF")
+    def _emit(self, event: BackendEvent) -> None:
+        """What the backends answer. Taken up after the action being carried out, never inside it
+        (a stream that fails as it is opened must not re-enter the machine)."""
+        asyncio.get_running_loop().call_soon(self._backend_event, event)
 
-    def _begin(self, event: v.SpeechStart) -> None:
-        now = time.time()
-        uid = uuid.uuid4().hex[:16]
-        held_ms = self.gate.t_ms - event.t_ms
-        utt = Utterance(id=uid, stream=None, started_wall=now - held_ms / 1000, t_start_ms=event.t_ms)  # type: ignore[arg-type]
-        utt.voiced_end_wall = now
-        utt.extra["epoch"] = self._mute_epoch
+    def _backend_event(self, event: BackendEvent) -> None:
+        if isinstance(event, ConnectionChanged):
+            self.publish_state()
+            if not event.connected and self.fallback is not None:
+                self.backends.prewarm(self.fallback)
+        self._apply(self.machine.backend_event(event, time.time()))
 
-        async def partial(text: str, t_ms: int) -> None:
-            if self.current is not utt or not text:
+    def _tick(self) -> None:
+        self._timer, self._timer_due = None, None
+        self._apply(self.machine.tick(time.time()))
+
+    # ---- what comes out of it ---------------------------------------------------------------
+
+    def _apply(self, actions: list[u.Action]) -> None:
+        for action in actions:
+            self._do(action)
+        if self.machine.idle:
+            self._settled.set()
+        else:
+            self._settled.clear()
+        self._schedule_tick()
+
+    def _do(self, a: u.Action) -> None:  # noqa: PLR0912 (one branch per action, flat on purpose)
+        if isinstance(a, u.OpenStream):
+            self.streams[a.utterance_id] = self.backends.get(a.backend).open(a.utterance_id, a.options)
+        elif isinstance(a, u.Feed | u.PauseStream | u.ResumeStream | u.FinishStream):
+            stream = self.streams.get(a.utterance_id)
+            if stream is None:
                 return
-            if utt.first_partial_wall is None:
-                utt.first_partial_wall = time.time()
-            utt.partials += 1
-            self.link.publish_ephemeral(f"{self.topic}/transcript/partial", json.dumps(
-                {"utterance_id": uid, "text": text, "t_ms": t_ms, "backend": self._backend_label()}))
-            self._announce_partial(utt, text, t_ms)
-
-        utt.stream = self.backend.open(partial)
-        utt.stream.feed(event.audio)
-        utt.audio_ms = len(event.audio) // 32
-        self.current = utt
-        self.link.publish_retained(f"{self.topic}/speech", "ON")
-
-    def _end(self, event: v.SpeechEnd) -> None:
-        utt, self.current = self.current, None
-        assert utt is not None
-        utt.ended_wall = time.time()
-        utt.reason = event.reason
-        self.link.publish_retained(f"{self.topic}/speech", "OFF")
-        self.finals.put_nowait(utt)
-
-    # ---- finals -----------------------------------------------------------------------------
-
-    async def _publish_finals(self) -> None:
-        """One at a time, in the order spoken: a fast final never overtakes a slow earlier one."""
-        while (utt := await self.finals.get()) is not None:
-            try:
-                result = await utt.stream.finish()
-            except BackendUnavailable as exc:
-                self._publish_error(utt, "backend_unavailable", str(exc))
-                continue
-            except Exception as exc:  # one bad utterance must not stop the rest
-                log.exception("final_failed", utterance_id=utt.id)
-                self._publish_error(utt, "decode_failed", repr(exc))
-                continue
+            if isinstance(a, u.Feed):
+                stream.feed(a.pcm)
+            elif isinstance(a, u.PauseStream):
+                stream.pause()
+            elif isinstance(a, u.ResumeStream):
+                stream.resume()
             else:
-                self._publish_final(utt, result)
-            finally:
-                self.finals.task_done()
+                stream.finish()
+        elif isinstance(a, u.CancelStream):
+            cancelled = self.streams.pop(a.utterance_id, None)
+            if cancelled is not None:
+                cancelled.cancel()
+        elif isinstance(a, u.SpeechActive):
+            self.link.publish(self.payloads.speech(a.on))
+        elif isinstance(a, u.HeardPartial):
+            for message in self.payloads.partial(a):
+                self.link.publish(message)
+        elif isinstance(a, u.HeardFinal):
+            self._published(a)
+        elif isinstance(a, u.Lost):
+            self.streams.pop(a.utterance_id, None)
+            log.error("utterance_lost_backend", utterance_id=a.utterance_id, code=a.code, detail=a.message)
+            self.link.publish(self.payloads.lost(a))
+        elif isinstance(a, u.FailedOver):
+            log.warning("failover", utterance_id=a.utterance_id, reason=a.reason, to=a.to_backend,
+                        audio_ms=a.audio_ms)
+        elif isinstance(a, u.Dropped):
+            self.streams.pop(a.utterance_id, None)
+            level = log.debug if a.reason == "too_short" else log.info
+            level(f"utterance_dropped_{a.reason}", utterance_id=a.utterance_id, audio_ms=a.audio_ms)
+        else:
+            self.publish_state()
+            self.store.save(muted=self.machine.muted, backend=self.machine.backend)
 
-    def _publish_final(self, utt: Utterance, t: Transcript) -> None:
-        if utt.extra.get("epoch") != self._mute_epoch or self.muted:
-            log.info("utterance_dropped_muted", utterance_id=utt.id)
+    def _published(self, f: u.HeardFinal) -> None:
+        self.streams.pop(f.utterance_id, None)
+        for message in self.payloads.final(f):
+            self.link.publish(message)
+        log.info("utterance", utterance_id=f.utterance_id, text=f.text, backend=f.backend,
+                 fallback=f.fallback, confidence=f.confidence, end=f.end, decode_ms=f.decode_ms,
+                 speculative=f.speculative, audio_ms=f.audio_ms, latency_ms=f.latency_ms, first_partial_ms=f.first_partial_ms,
+                 partials=f.partials)
+
+    def _schedule_tick(self) -> None:
+        """One timer, at the machine's next deadline (a remote final that is late), none when idle."""
+        due = self.machine.next_deadline()
+        if due == self._timer_due:
             return
-        now = time.time()
-        latency_ms = int((now - utt.voiced_end_wall) * 1000)
-        timings = {"audio_ms": utt.audio_ms, "latency_ms": latency_ms,
-                   "first_partial_ms": int((utt.first_partial_wall - utt.started_wall) * 1000)
-                   if utt.first_partial_wall else None, "partials": utt.partials}
-        if not t.text:
-            log.info("utterance_empty", utterance_id=utt.id, backend=t.backend, **timings)
-            return
-        payload = {
-            "site_id": self.s.site_id, "utterance_id": utt.id, "text": t.text, "confidence": t.confidence,
-            "language": t.language, "backend": t.backend, "model": t.model,
-            "audio_s": round(utt.audio_ms / 1000, 3), "latency_ms": latency_ms,
-            "started_at": iso(utt.started_wall), "ended_at": iso(utt.voiced_end_wall),
-            "fallback": t.fallback,
-        }
-        self.link.publish_reliable(f"{self.topic}/transcript/final", json.dumps(payload))
-        self._announce_final(utt, payload)
-        log.info("utterance", utterance_id=utt.id, text=t.text, backend=t.backend, fallback=t.fallback,
-                 confidence=t.confidence, end=utt.reason, decode_ms=t.decode_ms, speculative=t.speculative,
-                 **timings)
-
-    def _publish_error(self, utt: Utterance, code: str, message: str) -> None:
-        log.error("utterance_lost_backend", utterance_id=utt.id, code=code, detail=message)
-        self.link.publish_reliable(f"{self.topic}/error", json.dumps({
-            "site_id": self.s.site_id, "utterance_id": utt.id, "code": code, "message": message,
-            "audio_s": round(utt.audio_ms / 1000, 3), "started_at": iso(utt.started_wall),
-            "ended_at": iso(utt.voiced_end_wall)}))
-
-    # ---- state ------------------------------------------------------------------------------
-
-    def _backend_label(self) -> str:
-        if self.backend.connected:
-            return self.backend_name
-        return "local" if self.s.stt_fallback == "local" else "ws"
-
-    def _backend_changed(self, up: bool) -> None:
-        self.publish_state()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_due = due
+        if due is not None:
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, due - time.time()), self._tick)
 
     def publish_state(self) -> None:
-        ws = self._ws()
-        self.link.publish_retained(f"{self.topic}/state", json.dumps({
-            "backend": self.backend_name, "active_backend": self._backend_label(),
-            "backend_connected": self.backend.connected, "server_connected": ws.connected if ws else None,
-            "listening": self.listening and not self.muted, "muted": self.muted, "model": self.backend.model,
-            "version": __version__, "site_id": self.s.site_id}))
+        chosen = self.backends.built(self.machine.backend)
+        connected = chosen is not None and chosen.connected
+        server = next((b for name in REMOTE if (b := self.backends.built(name)) is not None), None)
+        self.link.publish(self.payloads.state(WorkerState(
+            backend=self.machine.backend,
+            active_backend=self.machine.backend if connected or self.fallback is None else self.fallback,
+            backend_connected=connected, server_connected=server.connected if server else None,
+            listening=self.listening, muted=self.machine.muted, model=chosen.model if chosen else "?")))
 
     # ---- control: Home Assistant, <base>/<site>/set, Hermes ------------------------------------
 
@@ -349,19 +286,19 @@ class Worker:
         for topic in self.topics.commands:
             self.link.subscribe(topic)
         if self.s.ha_discovery:
-            self.link.subscribe(discovery.status_topic(self.s))
+            self.link.subscribe(self.topics.ha_status)
             self.publish_discovery()
         if self.s.hermes:
-            for topic in hermes.SUBSCRIPTIONS:
+            for topic in HERMES_SUBSCRIPTIONS:
                 self.link.subscribe(topic)
-        self.link.publish_retained(self.topics.speech, "OFF")
+        self.link.publish(self.payloads.speech(False))
 
     def publish_discovery(self) -> None:
-        for topic, config in discovery.configs(self.s).items():
-            self.link.publish_retained(topic, json.dumps(config))
+        for message in self.payloads.discovery():
+            self.link.publish(message)
 
     def _on_message(self, msg: Incoming) -> None:
-        if msg.topic == discovery.status_topic(self.s):
+        if msg.topic == self.topics.ha_status:
             if msg.payload.strip() == b"online" and self.s.ha_discovery:
                 log.info("home_assistant_online")
                 self.publish_discovery()
@@ -371,129 +308,44 @@ class Worker:
             log.warning("control_retained_ignored", topic=msg.topic)
             return
         try:
-            if msg.topic in hermes.SUBSCRIPTIONS:
-                cmd = hermes.parse(msg.topic, msg.payload, self.s.site_id)
-                if isinstance(cmd, hermes.Toggle):
-                    self.set_muted(not cmd.on)
-                elif isinstance(cmd, hermes.StartListening):
-                    self.listen(cmd.session_id)
-                elif isinstance(cmd, hermes.StopListening):
-                    self.stop_listening(cmd.session_id)
-                return
-            for command in control.decode(self.topics, msg.topic, msg.payload):
+            if msg.topic in HERMES_SUBSCRIPTIONS:
+                heard = hermes.parse(msg.topic, msg.payload, self.s.site_id)
+                commands = [hermes.as_command(heard)] if heard is not None else []
+            else:
+                commands = control.decode(self.topics, msg.topic, msg.payload)
+            for command in commands:
                 self.apply(command)
         except PeerError as exc:
             log.warning("control_refused", topic=msg.topic, code=exc.code, detail=exc.message)
-            self.link.publish_reliable(self.topics.error, json.dumps(
-                control.error_payload(self.s.site_id, msg.topic, msg.payload, exc.code, exc.message)))
+            self.link.publish(self.payloads.refused(msg.topic, msg.payload, exc.code, exc.message))
 
     def apply(self, command: control.Command) -> None:
+        now = time.time()
         if isinstance(command, control.SetMuted):
-            self.set_muted(command.muted)
+            if command.muted != self.machine.muted:
+                log.info("muted" if command.muted else "unmuted")
+            self._apply(self.machine.set_muted(command.muted, now))
         elif isinstance(command, control.SetBackend):
             task = asyncio.get_running_loop().create_task(self.switch_backend(command.backend))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif command.start:
-            self.listen(command.session_id)
+            self._apply(self.machine.listen(command.session_id, now))
+            log.info("listen", session_id=command.session_id)
         else:
-            self.stop_listening(command.session_id)
+            self._apply(self.machine.stop_listening(command.session_id, now))
 
-    def set_muted(self, muted: bool) -> None:
-        """A muted worker captures nothing and publishes no transcript: the utterance being spoken is
-        dropped, and so are finals still being decoded."""
-        if muted and not self.muted:
-            self._mute_epoch += 1
-            utt, self.current = self.current, None
-            if utt is not None:
-                utt.stream.cancel()
-                self.link.publish_retained(self.topics.speech, "OFF")
-                log.info("utterance_dropped_muted", utterance_id=utt.id)
-            # a fresh gate: nothing heard before muting (pre-roll, an open utterance) leaks past it
-            self.gate = v.VadGate(self.gate.config, self.gate.is_speech)
-        if muted != self.muted:
-            log.info("muted" if muted else "unmuted")
-        self.muted = muted
-        self.publish_state()
-        self.store.save(muted=self.muted, backend=self.backend_name)
-
-    def listen(self, session_id: str | None = None) -> None:
-        """Start an utterance now (the Listen button, hermes/asr/startListening): it ends on the usual
-        hangover, or at stop_listening."""
-        if self.muted:
-            raise control.ControlError("muted", "the worker is muted: unmute it first")
-        for event in self.gate.open():
-            self._on_event(event)
-        if self.current is not None and session_id is not None:
-            self.current.extra["session_id"] = session_id
-        log.info("listen", session_id=session_id)
-
-    def stop_listening(self, session_id: str | None = None) -> None:
-        if self.current is None or session_id not in (None, self.current.extra.get("session_id", session_id)):
-            return
-        for event in self.gate.close("forced"):
-            self._on_event(event)
-
-    async def switch_backend(self, name: str) -> None:
+    async def switch_backend(self, name: BackendName) -> None:
         """From the next utterance on; the state confirms. The one in use stays if the other cannot
-        start (a local model that does not load); ws with the server down works through the failover."""
+        start (a local model that does not load); a server that is down works through the failover."""
         async with self._switching:
-            if name != self.backend_name:
-                backend = self._backend(name)
+            if name != self.machine.backend:
                 try:
-                    if name not in self._started:
-                        await backend.start()
-                        self._started.add(name)
+                    backend = await self.backends.start(name)
                 except Exception as exc:  # refuse the switch, keep working
                     log.error("backend_switch_failed", backend=name, error=str(exc))
-                    self.link.publish_reliable(self.topics.error, json.dumps(control.error_payload(
-                        self.s.site_id, self.topics.backend_set, name.encode(), "backend_failed", str(exc))))
-                    self._backends.pop(name, None)
+                    self.link.publish(self.payloads.refused(
+                        self.topics.backend_set, name.encode(), "backend_failed", str(exc)))
                     return
-                self.backend, self.backend_name = backend, name
                 log.info("backend_switched", backend=name, model=backend.model)
-            self.publish_state()
-            self.store.save(muted=self.muted, backend=self.backend_name)
-
-    def _backend(self, name: str) -> Backend:
-        """The backend called ``name``, built on first use. The local engine is one, shared with the
-        ws backend's fallback, so it is loaded once whichever way the switches go."""
-        if name not in self._backends:
-            if self._local is None and (name == "local" or self.s.stt_fallback == "local"):
-                self._local = LocalBackend(self.s)
-            if name == "local":
-                assert self._local is not None
-                self._backends[name] = self._local
-            else:
-                ws = WsBackend(self.s, self._backend_changed)
-                self._backends[name] = FailoverBackend(ws, self._local) if self._local is not None else ws
-        return self._backends[name]
-
-    def _ws(self) -> WsBackend | None:
-        b = self._backends.get("ws")
-        return b.primary if isinstance(b, FailoverBackend) else b if isinstance(b, WsBackend) else None
-
-    async def _stop_backends(self) -> None:
-        ws = self._ws()
-        if ws is not None:
-            await ws.stop()
-        if self._local is not None:
-            await self._local.stop()
-
-    def _announce_final(self, utt: Utterance, payload: dict[str, Any]) -> None:
-        """Beside transcript/final: Home Assistant's event (fires on every utterance, the same words
-        twice included), the retained last transcript (sensor state and attributes), Hermes."""
-        event = {"event_type": discovery.EVENT_TYPE, **payload}
-        self.link.publish_reliable(self.topics.event, json.dumps(event))
-        self.link.publish_retained(self.topics.last, json.dumps(payload))
-        if self.s.hermes:
-            self.link.publish_reliable(hermes.TEXT_CAPTURED, json.dumps(hermes.text_captured(
-                text=payload["text"], likelihood=payload["confidence"], seconds=payload["audio_s"],
-                site_id=self.s.site_id, session_id=_session(utt), lang=payload["language"])))
-
-    def _announce_partial(self, utt: Utterance, text: str, t_ms: int) -> None:
-        if self.s.hermes:
-            # the likelihood of text that may still change is not known: 0, as Rhasspy's partials say
-            self.link.publish_ephemeral(hermes.PARTIAL_TEXT_CAPTURED, json.dumps(hermes.partial_text_captured(
-                text=text, likelihood=0.0, seconds=round(utt.audio_ms / 1000, 3), site_id=self.s.site_id,
-                session_id=_session(utt), lang=self.s.whisper_lang)))
+            self._apply(self.machine.use_backend(name))

@@ -7,21 +7,25 @@ import asyncio
 import structlog
 from stt_core.build import build_engine
 from stt_core.engine import Engine, PartialResult, Segment
+from stt_core.model import EMBEDDED_NAME
 
-from .backend import PartialSink, Transcript
+from .backend import BackendName, Emit, FinalText, PartialText, SpeechOptions, StreamFailed
 from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
 
 class LocalBackend:
-    name = "local"
+    name: BackendName = "local"
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, emit: Emit) -> None:
         self.settings = settings
+        self.emit = emit
         self.engine: Engine | None = None
-        self._model = "tiny.en (embedded)" if not settings.whisper_model else settings.whisper_model
+        self._model = settings.whisper_model or EMBEDDED_NAME
         self._loading: asyncio.Task[Engine] | None = None
+        # the decodes under way, kept so that none is collected before it reports
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def model(self) -> str:
@@ -32,88 +36,120 @@ class LocalBackend:
         return True
 
     async def start(self) -> None:
-        await self.ensure_loaded()
+        await self.loaded()
 
-    def prewarm(self) -> None:
-        """Begin loading in the background (the ws backend calls this when the server goes away)."""
-        if self.engine is None and self._loading is None:
-            self._loading = asyncio.get_running_loop().create_task(self._load())
-
-    async def ensure_loaded(self) -> Engine:
+    async def loaded(self) -> Engine:
+        """The engine, loading it first if need be (once, however many ask at the same time).
+        ``ConfigError`` propagates: a model that cannot load is the operator's to fix."""
         if self.engine is not None:
             return self.engine
-        self.prewarm()
-        assert self._loading is not None
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.get_running_loop().create_task(self._load())
         return await asyncio.shield(self._loading)
 
     async def _load(self) -> Engine:
         s = self.settings
-        # ConfigError propagates: a model that cannot load is the operator's to fix
         engine, info = await asyncio.to_thread(
             build_engine, whisper_model=s.whisper_model, device=s.device, compute_type=s.compute_type,
             cpu_threads=s.cpu_threads, partial_interval_ms=s.partial_interval_ms,
             final_context_s=s.final_context_s)
-        self.engine = engine
-        self._model = info.model
+        self.engine, self._model = engine, info.model
         return engine
 
     async def stop(self) -> None:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.close)
 
-    def open(self, on_partial: PartialSink | None) -> LocalStream:
-        return LocalStream(self, on_partial)
+    def open(self, utterance_id: str, options: SpeechOptions) -> LocalStream:
+        return LocalStream(self, utterance_id, options)
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 class LocalStream:
-    """Feeds a segment of the engine. If the engine is still loading (a fallback right after the
-    server vanished), audio is kept and handed over once it is ready."""
+    """Feeds a segment of the engine. While the engine is still loading (a fallback right after the
+    server vanished), the audio is kept and handed over once it is ready."""
 
-    def __init__(self, backend: LocalBackend, on_partial: PartialSink | None) -> None:
+    def __init__(self, backend: LocalBackend, utterance_id: str, options: SpeechOptions) -> None:
         self.backend = backend
-        self.on_partial = on_partial
+        self.id = utterance_id
+        self.options = options
         self.segment: Segment | None = None
         self._pending: list[bytes] = []
+        self._paused = False
+        self._cancelled = False  # nothing more is reported
         if backend.engine is not None:
             self._open(backend.engine)
+        else:
+            backend.keep(asyncio.get_running_loop().create_task(self._when_loaded()))
+
+    async def _when_loaded(self) -> None:
+        try:
+            engine = await self.backend.loaded()
+        except Exception as exc:  # the model cannot load: this utterance has nowhere to go
+            self._fail(f"the local model did not load: {exc}")
+            return
+        if not self._cancelled and self.segment is None:
+            self._open(engine)
 
     def _open(self, engine: Engine) -> None:
-        sink = self.on_partial
-
-        async def partial(p: PartialResult) -> None:
-            if sink is not None:
-                await sink(p.text, p.t_ms)
-
-        self.segment = engine.open_segment(lang=self.backend.settings.whisper_lang,
-                                           on_partial=partial if sink is not None else None)
+        self.segment = engine.open_segment(lang=self.options.lang, on_partial=self._partial)
         for pcm in self._pending:
             self.segment.feed_pcm16(pcm)
         self._pending.clear()
+        if self._paused:
+            self.segment.pause()
+
+    async def _partial(self, p: PartialResult) -> None:
+        if not self._cancelled:
+            self.backend.emit(PartialText(self.id, "local", p.text, p.t_ms))
 
     def feed(self, pcm16: bytes) -> None:
-        if self.segment is None and self.backend.engine is not None:
-            self._open(self.backend.engine)
         if self.segment is None:
             self._pending.append(pcm16)
         else:
             self.segment.feed_pcm16(pcm16)
 
     def pause(self) -> None:
+        self._paused = True
         if self.segment is not None:
             self.segment.pause()
 
     def resume(self) -> None:
+        self._paused = False
         if self.segment is not None:
             self.segment.resume()
 
-    async def finish(self) -> Transcript:
-        if self.segment is None:
-            self._open(await self.backend.ensure_loaded())
-        assert self.segment is not None
-        r = await self.segment.finish()
-        return Transcript(text=r.text, confidence=r.confidence, language=r.language, backend="local",
-                          model=self.backend.model, decode_ms=r.decode_ms, speculative=r.speculative)
+    def finish(self) -> None:
+        if not self._cancelled:
+            self.backend.keep(asyncio.get_running_loop().create_task(self._finish()))
+
+    async def _finish(self) -> None:
+        try:
+            engine = await self.backend.loaded()
+            if self._cancelled:
+                return
+            if self.segment is None:
+                self._open(engine)
+            assert self.segment is not None
+            r = await self.segment.finish()
+        except Exception as exc:  # one bad utterance must not stop the rest
+            log.exception("final_failed", utterance_id=self.id)
+            self._fail(f"decode failed: {exc!r}")
+            return
+        if self._cancelled:
+            return
+        self.backend.emit(FinalText(self.id, "local", r.text, r.confidence, r.language, self.backend.model,
+                                    decode_ms=r.decode_ms, speculative=r.speculative))
+
+    def _fail(self, why: str) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self.backend.emit(StreamFailed(self.id, "local", why))
 
     def cancel(self) -> None:
+        self._cancelled = True
         if self.segment is not None:
             self.segment.cancel()

@@ -2,10 +2,10 @@
 
 Two ways in, the same commands out:
 
-* ``<base>/<site>/set`` takes JSON, any of ``{"muted": bool, "backend": "local"|"ws", "listen": bool}``
+* ``<base>/<site>/set`` takes JSON, any of ``{"muted": bool, "backend": <a backend's name>, "listen": bool}``
   (several keys at once are applied in that order: unmute, then listen, works in one message);
 * the per-entity topics Home Assistant's discovery announces: ``mute/set`` (``ON``/``OFF``),
-  ``backend/set`` (``local``/``ws``), ``listen/set`` (``PRESS``).
+  ``backend/set`` (a name of ``backend.BACKEND_NAMES``), ``listen/set`` (``PRESS``).
 
 Anything else raises ``ControlError`` (a ``PeerError``: the sender got it wrong) with a stable code,
 which the worker logs and answers on ``<base>/<site>/error``.
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from stt_core.errors import PeerError
 
+from .backend import BACKEND_NAMES, BackendName
 from .topics import Topics
 
 MAX_PAYLOAD = 4096
-Backend = Literal["local", "ws"]
 
 # stable error codes (documented in docs/home-assistant.md)
 INVALID_JSON = "invalid_json"
@@ -43,7 +42,7 @@ class SetMuted:
 
 @dataclass(frozen=True)
 class SetBackend:
-    backend: Backend
+    backend: BackendName
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class SetPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     muted: bool | None = None
-    backend: Backend | None = None
+    backend: BackendName | None = None
     listen: bool | None = None
 
     @model_validator(mode="after")
@@ -130,11 +129,10 @@ def decode_mute(payload: bytes) -> SetMuted:
 
 def decode_backend(payload: bytes) -> SetBackend:
     text = _text(payload).lower()
-    if text == "local":
-        return SetBackend("local")
-    if text == "ws":
-        return SetBackend("ws")
-    raise ControlError(INVALID_COMMAND, f"backend takes local or ws, got {text[:40]!r}")
+    for name in BACKEND_NAMES:
+        if text == name:
+            return SetBackend(name)
+    raise ControlError(INVALID_COMMAND, f"backend takes {' or '.join(BACKEND_NAMES)}, got {text[:40]!r}")
 
 
 def decode_listen(payload: bytes) -> Listen:
@@ -157,7 +155,3 @@ def decode(topics: Topics, topic: str, payload: bytes) -> list[Command]:
     raise ControlError(UNKNOWN_TOPIC, f"not a control topic: {topic}")
 
 
-def error_payload(site_id: str, topic: str, payload: bytes, code: str, message: str) -> dict[str, object]:
-    """What the worker answers on ``<base>/<site>/error`` for a refused command."""
-    return {"site_id": site_id, "code": code, "message": message, "topic": topic,
-            "payload": payload[:200].decode("utf-8", errors="replace")}

@@ -18,12 +18,12 @@ from typing import Any
 
 from stt_core import __version__
 
+from .backend import BACKEND_NAMES
 from .settings import WorkerSettings
 from .topics import Topics
 
 # Home Assistant's sensor state is capped at 255 characters; the full text is in the attributes
 STATE_MAX = 255
-BACKENDS = ("local", "ws")
 EVENT_TYPE = "final"
 MUTE_ON, MUTE_OFF = "ON", "OFF"
 PRESS = "PRESS"
@@ -41,7 +41,7 @@ def node_id(site_id: str) -> str:
 
 def status_topic(settings: WorkerSettings) -> str:
     """Where Home Assistant says ``online`` after it (re)starts: discovery must be sent again then."""
-    return f"{settings.ha_discovery_prefix}/status"
+    return settings.topics.ha_status
 
 
 def device(settings: WorkerSettings) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def _entities(t: Topics) -> list[tuple[str, str, dict[str, Any]]]:
             "icon": "mdi:microphone-off"}),
         ("select", "backend", {
             "name": "Backend", "command_topic": t.backend_set, "state_topic": t.state,
-            "value_template": "{{ value_json.backend }}", "options": list(BACKENDS),
+            "value_template": "{{ value_json.backend }}", "options": list(BACKEND_NAMES),
             "json_attributes_topic": t.state, "entity_category": "config", "icon": "mdi:server-network"}),
         ("button", "listen", {
             "name": "Listen", "command_topic": t.listen_set, "payload_press": PRESS,
@@ -101,12 +101,12 @@ def _entities(t: Topics) -> list[tuple[str, str, dict[str, Any]]]:
 
 def configs(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
     """Every discovery config of this worker: ``{"<prefix>/<component>/<node>/<object>/config": payload}``."""
-    t = Topics.of(settings.mqtt_base_topic, settings.site_id)
+    t = settings.topics
     node = node_id(settings.site_id)
     dev, orig = device(settings), origin()
     out: dict[str, dict[str, Any]] = {}
     for component, object_id, keys in _entities(t):
-        out[f"{settings.ha_discovery_prefix}/{component}/{node}/{object_id}/config"] = {
+        out[t.discovery_config(component, node, object_id)] = {
             **keys,
             "unique_id": f"{node}_{object_id}",
             "availability_topic": t.availability, "payload_available": "online",

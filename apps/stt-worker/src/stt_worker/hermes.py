@@ -16,15 +16,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .control import INVALID_COMMAND, INVALID_JSON, MAX_PAYLOAD, PAYLOAD_TOO_LARGE, ControlError
+from .control import (
+    INVALID_COMMAND,
+    INVALID_JSON,
+    MAX_PAYLOAD,
+    PAYLOAD_TOO_LARGE,
+    Command,
+    ControlError,
+    Listen,
+    SetMuted,
+)
+from .topics import HERMES_START_LISTENING, HERMES_SUBSCRIPTIONS, HERMES_TOGGLE_OFF, HERMES_TOGGLE_ON
 
-TEXT_CAPTURED = "hermes/asr/textCaptured"
-PARTIAL_TEXT_CAPTURED = "hermes/asr/partialTextCaptured"
-TOGGLE_ON = "hermes/asr/toggleOn"
-TOGGLE_OFF = "hermes/asr/toggleOff"
-START_LISTENING = "hermes/asr/startListening"
-STOP_LISTENING = "hermes/asr/stopListening"
-SUBSCRIPTIONS = (TOGGLE_ON, TOGGLE_OFF, START_LISTENING, STOP_LISTENING)
 DEFAULT_SITE = "default"
 
 
@@ -60,7 +63,7 @@ class _Incoming(BaseModel):
 def parse(topic: str, payload: bytes, site_id: str) -> HermesCommand | None:
     """The command in a Hermes message for ``site_id``; ``None`` for another site or another topic.
     ``ControlError`` when the payload is not the JSON Hermes specifies."""
-    if topic not in SUBSCRIPTIONS:
+    if topic not in HERMES_SUBSCRIPTIONS:
         return None
     if len(payload) > MAX_PAYLOAD:
         raise ControlError(PAYLOAD_TOO_LARGE, f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD}")
@@ -77,13 +80,20 @@ def parse(topic: str, payload: bytes, site_id: str) -> HermesCommand | None:
         raise ControlError(INVALID_COMMAND, f"{topic}: {err['loc'][0]}: {err['msg']}") from None
     if msg.siteId != site_id:
         return None
-    if topic == TOGGLE_ON:
+    if topic == HERMES_TOGGLE_ON:
         return Toggle(True)
-    if topic == TOGGLE_OFF:
+    if topic == HERMES_TOGGLE_OFF:
         return Toggle(False)
-    if topic == START_LISTENING:
+    if topic == HERMES_START_LISTENING:
         return StartListening(msg.sessionId)
     return StopListening(msg.sessionId)
+
+
+def as_command(cmd: HermesCommand) -> Command:
+    """The worker's own command for a Hermes one: toggleOff mutes, start/stopListening are Listen."""
+    if isinstance(cmd, Toggle):
+        return SetMuted(not cmd.on)
+    return Listen(isinstance(cmd, StartListening), cmd.session_id)
 
 
 def text_captured(*, text: str, likelihood: float, seconds: float, site_id: str, session_id: str | None,

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
+from .payloads import Message
 from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ class MqttLink:
         worker's availability topic, so no Last Will and no online/offline."""
         self.settings = settings
         self.announce = announce
-        self.availability_topic = f"{settings.topic}/availability"
+        self.availability_topic = settings.topics.availability
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
         self._retained: dict[str, str] = {}
@@ -142,16 +143,21 @@ class MqttLink:
         if self.client.is_connected():
             self.client.subscribe(topic, qos=1)
 
+    def publish(self, message: Message) -> None:
+        """One message, delivered as it says (see ``payloads.Delivery``)."""
+        if message.delivery == "retained":
+            self.publish_retained(message.topic, message.payload)
+        elif message.delivery == "ephemeral":
+            self.publish_ephemeral(message.topic, message.payload)
+        else:
+            retain = message.delivery == "reliable_retained"
+            self.publish_reliable(message.topic, message.payload, retain=retain)
+
     def publish_retained(self, topic: str, payload: str) -> None:
         """Retained state: remembered, and re-published after every reconnect."""
         self._retained[topic] = payload
         if self.connected:
             self.client.publish(topic, payload, qos=1, retain=True)
-
-    def clear_retained(self, topic: str) -> None:
-        self._retained.pop(topic, None)
-        if self.connected:
-            self.client.publish(topic, "", qos=1, retain=True)
 
     def publish_ephemeral(self, topic: str, payload: str, *, qos: int = 0) -> None:
         if self.connected:

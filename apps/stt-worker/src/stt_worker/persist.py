@@ -19,6 +19,8 @@ from pathlib import Path
 
 import structlog
 
+from .backend import BACKEND_NAMES, BackendName
+
 log = structlog.get_logger(__name__)
 
 
@@ -32,7 +34,7 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path | None:
 @dataclass(frozen=True)
 class Saved:
     muted: bool = False
-    backend: str | None = None
+    backend: BackendName | None = None
 
 
 class StateFile:
@@ -49,7 +51,7 @@ class StateFile:
             muted = data.get("muted") is True
             same_config = data.get("configured_backend") == self.configured_backend
             backend = data.get("backend") if same_config else None
-            return Saved(muted=muted, backend=backend if backend in ("local", "ws") else None)
+            return Saved(muted=muted, backend=backend if backend in BACKEND_NAMES else None)
         except (OSError, ValueError, AttributeError) as exc:
             log.warning("state_file_unreadable", path=str(self.path), error=str(exc))
             return Saved()

@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, field_validator
 from stt_core.settings import CommonSettings
 from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
 
+from .backend import BackendName
+from .topics import Topics
+
 
 def _default_site_id() -> str:
     # MQTT topic levels must not contain + # or /, and Home Assistant ids read best lower-case
@@ -19,7 +22,7 @@ def _default_site_id() -> str:
 
 class WorkerSettings(CommonSettings):
     # ---- backends
-    stt_backend: Literal["local", "ws"] = "local"
+    stt_backend: BackendName = "local"
     stt_fallback: Literal["local", "none"] = "local"
     ws_url: str = Field(default="ws://localhost:9000/stt", pattern=r"^wss?://")
     ws_token: SecretStr | None = None
@@ -100,5 +103,5 @@ class WorkerSettings(CommonSettings):
                          tail_floor_db=self.vad_tail_floor_db or None)
 
     @property
-    def topic(self) -> str:
-        return f"{self.mqtt_base_topic}/{self.site_id}"
+    def topics(self) -> Topics:
+        return Topics.of(self.mqtt_base_topic, self.site_id, self.ha_discovery_prefix)

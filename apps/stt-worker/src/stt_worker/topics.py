@@ -1,20 +1,32 @@
-"""Every MQTT topic of one worker, in one place: derived from ``MQTT_BASE_TOPIC`` and ``SITE_ID`` only.
+"""Every MQTT topic the worker publishes or subscribes to, in one place.
 
-Pure data, so discovery, the control decoder, the worker and the tests all agree on the names.
+Derived from ``MQTT_BASE_TOPIC``, ``SITE_ID`` and ``HA_DISCOVERY_PREFIX`` only, plus the fixed names
+of Hermes (Rhasspy / Snips). Pure data, so discovery, the control decoder, the payload builder and the
+tests all agree on the names; no other module writes a topic string.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Hermes' own names (Rhasspy / Snips ASR): fixed by its clients, the same for every site
+HERMES_TEXT_CAPTURED = "hermes/asr/textCaptured"
+HERMES_PARTIAL_TEXT_CAPTURED = "hermes/asr/partialTextCaptured"
+HERMES_TOGGLE_ON = "hermes/asr/toggleOn"
+HERMES_TOGGLE_OFF = "hermes/asr/toggleOff"
+HERMES_START_LISTENING = "hermes/asr/startListening"
+HERMES_STOP_LISTENING = "hermes/asr/stopListening"
+HERMES_SUBSCRIPTIONS = (HERMES_TOGGLE_ON, HERMES_TOGGLE_OFF, HERMES_START_LISTENING, HERMES_STOP_LISTENING)
+
 
 @dataclass(frozen=True)
 class Topics:
     base: str  # <MQTT_BASE_TOPIC>/<SITE_ID>
+    discovery_prefix: str = "homeassistant"
 
     @classmethod
-    def of(cls, base_topic: str, site_id: str) -> Topics:
-        return cls(f"{base_topic}/{site_id}")
+    def of(cls, base_topic: str, site_id: str, discovery_prefix: str = "homeassistant") -> Topics:
+        return cls(f"{base_topic}/{site_id}", discovery_prefix)
 
     # ---- published by the worker
     @property
@@ -49,6 +61,10 @@ class Topics:
     def error(self) -> str:
         return f"{self.base}/error"  # QoS 1: lost utterances and refused commands
 
+    def discovery_config(self, component: str, node_id: str, object_id: str) -> str:
+        """Home Assistant's discovery topic of one entity (retained), as zigbee2mqtt lays it out."""
+        return f"{self.discovery_prefix}/{component}/{node_id}/{object_id}/config"
+
     # ---- subscribed by the worker
     @property
     def set(self) -> str:
@@ -60,7 +76,7 @@ class Topics:
 
     @property
     def backend_set(self) -> str:
-        return f"{self.base}/backend/set"  # local / ws (Home Assistant's select)
+        return f"{self.base}/backend/set"  # a backend's name (Home Assistant's select)
 
     @property
     def listen_set(self) -> str:
@@ -69,3 +85,7 @@ class Topics:
     @property
     def commands(self) -> tuple[str, ...]:
         return (self.set, self.mute_set, self.backend_set, self.listen_set)
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/status"  # Home Assistant says `online` here after a restart

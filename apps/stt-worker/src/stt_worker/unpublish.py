@@ -13,8 +13,8 @@ import os
 
 import structlog
 
-from . import discovery
 from .mqtt_link import MqttLink
+from .payloads import Payloads
 from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -31,13 +31,13 @@ async def remove_discovery(settings: WorkerSettings) -> int:
             log.error("discovery_remove_failed", reason="broker unreachable",
                       mqtt=f"{settings.mqtt_host}:{settings.mqtt_port}")
             return 1
-        topics = list(discovery.configs(settings))
-        for topic in topics:
-            link.publish_reliable(topic, "", retain=True)
+        removals = Payloads(settings).undiscovery()
+        for message in removals:
+            link.publish(message)
         if not await link.flush(TIMEOUT_S):
             log.error("discovery_remove_failed", reason="not acknowledged", pending=link.queued)
             return 1
-        log.info("discovery_removed", configs=len(topics), prefix=settings.ha_discovery_prefix,
+        log.info("discovery_removed", configs=len(removals), prefix=settings.ha_discovery_prefix,
                  site_id=settings.site_id)
         return 0
     finally:
