@@ -252,8 +252,8 @@ class Worker:
             self.link.publish(message)
         log.info("utterance", utterance_id=f.utterance_id, text=f.text, backend=f.backend,
                  fallback=f.fallback, confidence=f.confidence, end=f.end, decode_ms=f.decode_ms,
-                 speculative=f.speculative, audio_ms=f.audio_ms, latency_ms=f.latency_ms, first_partial_ms=f.first_partial_ms,
-                 partials=f.partials)
+                 speculative=f.speculative, audio_ms=f.audio_ms, latency_ms=f.latency_ms,
+                 first_partial_ms=f.first_partial_ms, partials=f.partials)
 
     def _schedule_tick(self) -> None:
         """One timer, at the machine's next deadline (a remote final that is late), none when idle."""
