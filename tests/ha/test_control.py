@@ -3,10 +3,14 @@ everything else into a ControlError with a stable code."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from stt_core.errors import PeerError
 from stt_worker import control
 from stt_worker.control import Listen, SetBackend, SetMuted
+from stt_worker.payloads import Payloads
+from stt_worker.settings import WorkerSettings
 from stt_worker.topics import Topics
 
 T = Topics.of("stt", "kitchen")
@@ -74,6 +78,8 @@ def test_bad_per_entity_payloads_are_refused(topic: str, payload: bytes) -> None
 
 def test_error_payload_names_topic_code_and_payload() -> None:
     """The answer on <base>/<site>/error carries enough to find the sender's mistake."""
-    e = control.error_payload("kitchen", T.set, b'{"mute": 1}', "invalid_command", "muted: field required")
-    assert e == {"site_id": "kitchen", "code": "invalid_command", "message": "muted: field required",
+    m = Payloads(WorkerSettings(site_id="kitchen", mqtt_base_topic="stt")).refused(
+        T.set, b'{"mute": 1}', "invalid_command", "muted: field required")
+    assert (m.topic, m.delivery) == ("stt/kitchen/error", "reliable")
+    assert json.loads(m.payload) == {"site_id": "kitchen", "code": "invalid_command", "message": "muted: field required",
                  "topic": "stt/kitchen/set", "payload": '{"mute": 1}'}
