@@ -81,5 +81,6 @@ def test_error_payload_names_topic_code_and_payload() -> None:
     m = Payloads(WorkerSettings(site_id="kitchen", mqtt_base_topic="stt")).refused(
         T.set, b'{"mute": 1}', "invalid_command", "muted: field required")
     assert (m.topic, m.delivery) == ("stt/kitchen/error", "reliable")
-    assert json.loads(m.payload) == {"site_id": "kitchen", "code": "invalid_command", "message": "muted: field required",
-                 "topic": "stt/kitchen/set", "payload": '{"mute": 1}'}
+    assert json.loads(m.payload) == {"site_id": "kitchen", "code": "invalid_command",
+                                     "message": "muted: field required", "topic": "stt/kitchen/set",
+                                     "payload": '{"mute": 1}'}
