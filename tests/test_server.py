@@ -357,8 +357,12 @@ def test_frame_over_max_frame_bytes_closes_1009_after_the_final(strict):
         assert err.msg["code"] == "frame_too_large"
         assert final.t <= err.t
         assert sess.wait_closed(10) == 1009
-    # the first 3 s of "produced the block books, which were the immediate predecessors ..."
-    assert normalise(final.msg["text"]).split()[:3] == ["produced", "the", "block"], final.msg["text"]
+    # the first 3 s of "produced the block books, which were the immediate predecessors ...": the
+    # words of that much, at most a third of them heard differently
+    ref = normalise(refs()["LJ001-0004"]).split()
+    words = normalise(final.msg["text"]).split()
+    assert 3 <= len(words) < len(ref), final.msg["text"]
+    assert wer([(" ".join(ref[:len(words)]), final.msg["text"])]) <= 1 / 3, final.msg["text"]
     assert 2900 <= final.msg["t_ms"] <= 3100
     with SttSession(url_of(port)) as idle:
         idle.init(16000)

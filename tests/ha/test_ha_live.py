@@ -160,7 +160,8 @@ def test_mute_switch_drops_the_utterance_and_silences_until_unmuted(
     w.say(SHORT)
     again = final_after(ha, mark)
     event = ha.wait_topic(f"{TOPIC}/transcript/event", 5, mark).json()
-    assert again["text"] == first["text"]
+    # the same sentence, though not the same samples (where the gate cuts it differs): both its words
+    assert speech.wer([(speech.refs()[SHORT], first["text"]), (speech.refs()[SHORT], again["text"])]) <= 0.25
     assert event["text"] == again["text"]
     assert w.logs("utterance_dropped_muted")
 
@@ -338,8 +339,9 @@ def test_bad_commands_are_answered_on_the_error_topic(start_worker: Callable[...
 
 def test_repeated_words_fire_an_event_each_on_a_wav(start_worker: Callable[..., Worker], ha: Ha,
                                                     broker: Mosquitto, tmp_path: Path) -> None:
-    """The same sentence twice (a WAV played in real time): two events with the same text, so an
-    automation fires on each; the retained last transcript is the last final; exit 0 at the end."""
+    """The same sentence twice (a WAV played in real time): two events, each with its final's text
+    (the sentence's words both times), so an automation fires on each; the retained last transcript is
+    the last final; exit 0 at the end."""
     wav, _ = speech.concat([SHORT, SHORT], tmp_path / "twice.wav", gap_s=1.5, lead_s=1.0)
     w = start_worker(wav=wav)
     assert w.proc.wait(60) == 0
@@ -348,7 +350,10 @@ def test_repeated_words_fire_an_event_each_on_a_wav(start_worker: Callable[..., 
     events = [m.json() for m in ha.on(f"{TOPIC}/transcript/event")]
     assert len(finals) == 2
     assert len(events) == 2
-    assert events[0]["text"] == events[1]["text"] == finals[0]["text"]
+    assert [e["text"] for e in events] == [f["text"] for f in finals]
+    # not compared with each other: the gate cuts the two at different sample offsets, and the model
+    # may punctuate them differently
+    assert speech.wer([(speech.refs()[SHORT], f["text"]) for f in finals]) <= 0.25, finals
     assert all(e["event_type"] == "final" for e in events)
     assert {"text", "confidence", "backend", "latency_ms"} <= events[0].keys()
     assert [e["utterance_id"] for e in events] == [f["utterance_id"] for f in finals]
