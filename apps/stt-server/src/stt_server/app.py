@@ -11,14 +11,14 @@ import structlog
 from stt_core import __version__
 from stt_core import protocol as p
 from stt_core.build import EngineInfo
+from stt_core.daemon.notify import Notifier
 from stt_core.engine import Engine
-from stt_core.metrics import Metrics
-from stt_core.sdnotify import Notifier
 from stt_core.session import CloseCode
 from websockets.asyncio.server import ServerConnection, serve
 
 from .connection import Connection
 from .http import route
+from .metrics import Metrics
 from .settings import ServerSettings
 
 log = structlog.get_logger(__name__)

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 from stt_core import __version__
+from stt_core.daemon.config import exit_config, load
+from stt_core.daemon.logs import configure_logging
 from stt_core.errors import ConfigError
-from stt_core.logs import configure_logging
-from stt_core.settings import exit_config, load
 
 from .settings import WorkerSettings
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 from stt_core.audio import TARGET_RATE
-from stt_core.backoff import Backoff
+from stt_core.daemon.backoff import Backoff
 from stt_core.errors import ConfigError
 
 from .sources import Converter

@@ -1,19 +1,12 @@
-"""Configuration parsed once at the edge: environment first, then an optional env file.
-
-``load`` turns any validation failure into one line naming the variable and exit status 78
-(EX_CONFIG), so systemd's ``RestartPreventExitStatus=78`` stops instead of restart-looping on a typo.
-"""
+"""Settings both apps read from the environment (each app's own settings extend ``CommonSettings``).
+Loading them, and exiting 78 when they are wrong, is process plumbing: ``daemon.config``."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Literal, NoReturn, TypeVar
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from .errors import EX_CONFIG, ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -36,31 +29,3 @@ class CommonSettings(BaseSettings):
                     "embedded model (validated on it), 30 for any other")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: LogFormat = "auto"
-
-
-S = TypeVar("S", bound=BaseSettings)
-
-
-def exit_config(prog: str, message: str) -> NoReturn:
-    print(f"{prog}: configuration error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(EX_CONFIG)
-
-
-def describe(exc: ValidationError) -> str:
-    """The first problem as 'VARIABLE: what is wrong (got value)'."""
-    err = exc.errors()[0]
-    variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
-    got = err.get("input")
-    shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
-    return f"{variable}: {err['msg']}{shown}"
-
-
-def load(cls: type[S], prog: str, env_file: Path | None = None) -> S:
-    if env_file is not None and not env_file.is_file():
-        exit_config(prog, f"env file {env_file} does not exist")
-    try:
-        return cls(_env_file=env_file)
-    except ValidationError as exc:
-        exit_config(prog, describe(exc))
-    except ConfigError as exc:
-        exit_config(prog, str(exc))
