@@ -1,12 +1,12 @@
 """Accuracy: word error rate of the finals the worker published (all finals of a clip, in order, against
 its line in refs.tsv), beside the baseline's WER on the same clips in the same run. Same normalisation
-for both (tests.support.speech.wer)."""
+for both (harness.speech.wer)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.support.speech import refs, wer
+from harness.speech import refs, wer
 
 from .baseline import Baseline
 from .latency import LatencyRun

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from stt_core.model import embedded_model_dir
 
-from tests.support.speech import wer
+from harness.speech import wer
 
 from .clips import Clip
 

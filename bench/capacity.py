@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.support.speech import wer
-from tests.support.stt_client import health, http_get, stream
+from harness.speech import wer
+from harness.stt_client import health, http_get, stream
 
 from .baseline import Baseline
 from .clips import Clip, load_all, spread
@@ -52,7 +52,7 @@ StreamFn = Callable[[Clip, float], Outcome]  # (clip, final timeout) -> what the
 
 
 def ours(url: str) -> StreamFn:
-    """Our ``/stt`` protocol through tests.support.stt_client, partials on."""
+    """Our ``/stt`` protocol through harness.stt_client, partials on."""
 
     def one(c: Clip, timeout: float) -> Outcome:
         r = stream(url, c.pcm, 16000, timeout=timeout)

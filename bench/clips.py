@@ -10,7 +10,7 @@ from functools import cache
 
 import numpy as np
 
-from tests.support.speech import clip, refs
+from harness.speech import clip, refs
 
 RATE = 16_000
 # a 10 ms frame counts as speech when it is within this many dB of the clip's loudest frame

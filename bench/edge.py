@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from tests.support.speech import write_wav
+from harness.speech import write_wav
 
 from .rig import Rig, Sampler, start_worker, wait_event
 

@@ -19,7 +19,7 @@ import numpy as np
 from stt_core.decoder import FULL_CONTEXT_S, SHORT_FINAL_CONTEXT_S, WhisperDecoder
 from stt_core.model import EMBEDDED_NAME, embedded_model_dir
 
-from tests.support.speech import wer
+from harness.speech import wer
 
 from .clips import Clip
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from stt_worker.settings import WorkerSettings
 
-from tests.support.speech import concat
+from harness.speech import concat
 
 from .baseline import Baseline
 from .clips import Clip, load_all, spread

@@ -20,7 +20,7 @@ from typing import Any
 
 from stt_core.model import embedded_model_dir
 
-from tests.support.procs import Proc, free_port, wait_port
+from harness.procs import Proc, free_port, wait_port
 
 from . import whisperlive_client, wyoming_client
 from .baseline import Baseline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.support.speech import duration, refs
+from harness.speech import duration, refs
 
 MEASUREMENTS = ("latency", "accuracy", "capacity", "edge", "final_cost")
 

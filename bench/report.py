@@ -402,7 +402,7 @@ def history_section(history: list[dict[str, Any]]) -> str:
 
 METHOD = """\
 - **Latency** (`bench/latency.py`): the clips are concatenated with pauses
-  (tests.support.speech.concat) and played in real time into the real `stt-worker`
+  (harness.speech.concat) and played in real time into the real `stt-worker`
   (AUDIO_SOURCE=<wav>, AUDIO_REALTIME=1) against a private Mosquitto; `STT_BACKEND=local`, then `ws`
   against a real `stt-server`. The WAV's time is mapped to wall time from the worker's `worker_started`
   log line (the WAV source paces from there, within one 30 ms frame). End of speech is the end of the
@@ -416,7 +416,7 @@ METHOD = """\
   int8, beam 5, in the same run, timed after a warm-up on the clip's first second (as
   ../shared/conformance/lib.py does).
 - **Accuracy** (`bench/accuracy.py`): WER of each clip's finals against refs.tsv, beside the baseline's
-  WER, both with tests.support.speech.wer's normalisation.
+  WER, both with harness.speech.wer's normalisation.
 - **Capacity** (`bench/capacity.py`): N clients stream clips in 20 ms frames paced in real time into one
   `stt-server` (partials on), send `end`, wait for the final; streams start spread over a second and each
   streams several clips one after another (one connection per clip). The next count is tried while the

@@ -15,8 +15,8 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.procs import VENV_BIN, Mosquitto, Proc, start_server
-from tests.support.stt_client import ws_url
+from harness.procs import VENV_BIN, Mosquitto, Proc, start_server
+from harness.stt_client import ws_url
 
 BASE_TOPIC = "stt"
 

@@ -13,7 +13,7 @@ import socket
 import time
 from typing import IO, Any
 
-from tests.support.stt_client import pcm_frames
+from harness.stt_client import pcm_frames
 
 from .capacity import Outcome, StreamFn
 from .clips import Clip

@@ -21,6 +21,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from harness.procs import VENV_BIN, Mosquitto
+
 HERE = Path(__file__).resolve().parent
 WAV = HERE / "audio" / "demo.wav"
 SITE = os.environ.get("SITE_ID", "demo")
@@ -37,23 +39,11 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def private_broker() -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = Path(tempfile.mkdtemp(prefix="stt-demo-")) / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        if answers("127.0.0.1", port):
-            return proc, port
-        time.sleep(0.1)
-    raise SystemExit("demo: could not start mosquitto (run make setup)")
+def private_broker() -> Mosquitto:
+    try:
+        return Mosquitto()
+    except (RuntimeError, TimeoutError) as exc:
+        raise SystemExit(f"demo: could not start mosquitto ({exc}); run make setup") from None
 
 
 class Printer:
@@ -95,8 +85,8 @@ def main() -> None:
     port = int(os.environ.get("MQTT_PORT", "1883"))
     broker = None
     if not answers(host, port):
-        broker, port = private_broker()
-        host = "127.0.0.1"
+        broker = private_broker()
+        host, port = "127.0.0.1", broker.port
         wanted = f"{os.environ.get('MQTT_HOST', 'localhost')}:{os.environ.get('MQTT_PORT', '1883')}"
         print(f"demo: no broker at {wanted}; started a private mosquitto on port {port}")
     printer = Printer()
@@ -111,7 +101,7 @@ def main() -> None:
     log = Path(tempfile.mkdtemp(prefix="stt-demo-")) / "worker.log"
     env = dict(os.environ, AUDIO_SOURCE=str(WAV), STT_BACKEND="local", MQTT_HOST=host, MQTT_PORT=str(port),
                SITE_ID=SITE, MQTT_BASE_TOPIC=BASE, LOG_FORMAT="json")
-    exe = Path(sys.executable).parent / "stt-worker"
+    exe = VENV_BIN / "stt-worker"
     try:
         with open(log, "wb") as fh:
             code = subprocess.run([str(exe)], env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -121,7 +111,7 @@ def main() -> None:
         sub.loop_stop()
         sub.disconnect()
         if broker is not None:
-            broker.terminate()
+            broker.stop()
     lat = sorted(int(f["latency_ms"]) for f in printer.finals)  # type: ignore[call-overload]
     print()
     if code != 0 or not lat:

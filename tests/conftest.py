@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.procs import Mosquitto, Proc, start_server
+from harness.procs import Mosquitto, Proc, start_server
 
 
 @pytest.fixture

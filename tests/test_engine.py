@@ -21,8 +21,8 @@ from stt_core.build import EngineInfo, build_engine
 from stt_core.decoder import Transcript, WhisperDecoder, cut_loop
 from stt_core.engine import Engine, EngineConfig, PartialResult, Segment
 
-from tests.support.speech import clip, normalise, refs, wer
-from tests.support.stt_client import to_rate
+from harness.speech import clip, normalise, refs, wer
+from harness.stt_client import to_rate
 
 NON_SPEECH_WORDS = ("you", "thank", "bye", "music", "applause")
 

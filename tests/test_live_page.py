@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import speech
-from tests.support.browser import Chromium, chromium_path, http_get
-from tests.support.procs import start_server
+from harness import speech
+from harness.procs import start_server
+from harness.stt_client import http_get
+from tests.support.browser import Chromium, chromium_path
 
 TOKEN = "page-test-token"
 

@@ -8,7 +8,7 @@ import pytest
 from stt_core.build import build_engine
 from stt_core.decoder import cut_loop
 
-from tests.support.speech import clip
+from harness.speech import clip
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -17,21 +17,20 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.notify import NotifyListener
-from tests.support.procs import VENV_BIN, Proc, free_port, start_server
-from tests.support.speech import clip, duration, normalise, pick, refs, wer
-from tests.support.stt_client import (
+from harness.procs import VENV_BIN, Proc, free_port, start_server
+from harness.speech import clip, duration, normalise, pick, refs, wer
+from harness.stt_client import (
     StreamResult,
     SttSession,
     health,
     http_get,
-    metrics,
     segment,
     stream,
     to_rate,
-    wait_sessions,
     ws_url,
 )
+from tests.support.notify import NotifyListener
+from tests.support.server_http import metrics, wait_sessions
 
 TOKEN = "s3cret-token"
 # the strict server's limits, small enough to reach from a test

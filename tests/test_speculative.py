@@ -11,8 +11,8 @@ from stt_core import protocol as p
 from stt_core import session as s
 from stt_core.session import SessionMachine
 
-from tests.support.speech import clip, refs, wer
-from tests.support.stt_client import SttSession, ws_url
+from harness.speech import clip, refs, wer
+from harness.stt_client import SttSession, ws_url
 
 
 def started() -> SessionMachine:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from harness.procs import Mosquitto
 from tests.ha.harness import Ha, Worker
-from tests.support.procs import Mosquitto
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from tests.support import speech
+from harness import speech
+from harness.procs import VENV_BIN, Proc
 from tests.support.mqtt_msg import Msg
-from tests.support.procs import VENV_BIN, Proc
 
 SITE = "hasite"
 BASE = "stt"

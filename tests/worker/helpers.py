@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from tests.support import speech
+from harness import speech
+from harness.pacing import paced
+from harness.procs import VENV_BIN, Proc
+from harness.stt_client import pcm_frames
 from tests.support.mqtt_msg import Msg
-from tests.support.pacing import paced
-from tests.support.procs import VENV_BIN, Proc
-from tests.support.stt_client import pcm_frames
 
 SITE = "testsite"
 BASE = "stt"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import free_port
+from harness.procs import free_port
 from tests.worker import helpers as h
 
 CASES = {

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import speech
-from tests.support.procs import Mosquitto, Proc
+from harness import speech
+from harness.procs import Mosquitto, Proc
 from tests.worker import helpers as h
 
 FAST_IDS = [*h.MEDIUM, *h.SHORT]  # five sentences, 27 s of audio

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from stt_core import vad as v
 
-from tests.support import speech
+from harness import speech
 from tests.worker import helpers as h
 
 CFG = v.VadConfig()  # 30 ms frames, 300 ms pre-roll, 600 ms hangover, 250 ms minimum speech, 150 ms pause

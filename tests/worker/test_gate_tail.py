@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from stt_core import vad as v
 
-from tests.support.speech import clip
+from harness.speech import clip
 
 MS = 30
 FB = 16000 * MS // 1000 * 2

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import speech
+from harness import speech
+from harness.procs import Mosquitto
 from tests.support.notify import NotifyListener
-from tests.support.procs import Mosquitto
 from tests.worker import helpers as h
 
 SHIM = Path(__file__).resolve().parent / "mic_shim"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Proc, free_port, wait_port
+from harness.procs import Proc, free_port, wait_port
 from tests.worker import helpers as h
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support import speech
-from tests.support.procs import Mosquitto, Proc, free_port, start_server
+from harness import speech
+from harness.procs import Mosquitto, Proc, free_port, start_server
 from tests.worker import helpers as h
 
 SPEED = 2.0  # stdin is fed at twice real time: the server allows 400 frames/s, this is 67

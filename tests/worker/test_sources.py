@@ -14,9 +14,9 @@ import pytest
 from stt_core.errors import ConfigError
 from stt_worker.sources import Framer, WavSource
 
-from tests.support import speech
-from tests.support.procs import Mosquitto
-from tests.support.stt_client import to_rate
+from harness import speech
+from harness.procs import Mosquitto
+from harness.stt_client import to_rate
 from tests.worker import helpers as h
 
 

@@ -13,7 +13,7 @@ from typing import NoReturn, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from ..errors import EX_CONFIG, ConfigError
+from stt_core.errors import EX_CONFIG, ConfigError
 
 S = TypeVar("S", bound=BaseSettings)
 

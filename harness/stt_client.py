@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ import soxr
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support.pacing import paced
+from .pacing import paced
 
 
 def ws_url(port: int, path: str = "/stt", token: str | None = None, host: str = "127.0.0.1") -> str:
@@ -37,7 +36,8 @@ def to_rate(pcm: np.ndarray, rate: int, src: int = 16000) -> np.ndarray:
     if rate == src:
         return pcm
     out = soxr.resample(pcm.astype(np.float32) / 32768.0, src, rate)
-    return (np.clip(out, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+    pcm16: np.ndarray = (np.clip(out, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+    return pcm16
 
 
 def pcm_frames(pcm: np.ndarray, rate: int, frame_ms: int = 20) -> list[bytes]:
@@ -241,32 +241,4 @@ def health(port: int) -> dict[str, Any]:
     status, _, body = http_get(port, "/health")
     assert status == 200, body
     out: dict[str, Any] = json.loads(body)
-    return out
-
-
-def wait_sessions(port: int, n: int, timeout: float = 10.0) -> None:
-    """Wait until the server reports ``n`` active sessions (connections it has not yet cleaned up)."""
-    deadline = time.monotonic() + timeout
-    while (got := health(port)["active_sessions"]) != n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"active_sessions stayed {got}, expected {n}")
-        time.sleep(0.05)
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^{}]*\})? (-?[0-9.]+(?:[eE][+-]?[0-9]+)?|[+-]Inf|NaN)$")
-
-
-def metrics(port: int) -> dict[str, float]:
-    """GET /metrics parsed as Prometheus text: ``{'name{labels}': value}``; asserts every sample line
-    is well formed and the content type is the exposition format's."""
-    status, ctype, body = http_get(port, "/metrics")
-    assert status == 200, body
-    assert ctype.startswith("text/plain"), ctype
-    out: dict[str, float] = {}
-    for line in body.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     return out

@@ -11,10 +11,8 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SPEECH_DIR = Path(os.environ.get("SPEECH_DIR", ROOT.parent / "shared" / "speech")).resolve()
-# a copy of a few clips ships in the repository so the demo works without ../shared
-BUNDLED_DIR = ROOT / "demo" / "audio"
 
 
 @cache
@@ -44,7 +42,7 @@ def clip(name: str) -> np.ndarray:
 
 def duration(name: str) -> float:
     with wave.open(str(SPEECH_DIR / f"{name}.wav")) as w:
-        return w.getnframes() / w.getframerate()
+        return float(w.getnframes() / w.getframerate())
 
 
 def pick(n: int, lo: float, hi: float) -> list[str]:
