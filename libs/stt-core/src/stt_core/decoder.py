@@ -75,20 +75,23 @@ class Decoder(Protocol):
     def partial(self, audio: Float32Array, lang: str | None) -> Transcript: ...
 
 
-def confidence_of(segments: list[Any]) -> float:
-    """Geometric-mean token probability of the whole transcript.
+def confidence(mean_logprob: float, speech_prob: float) -> float:
+    """How sure the model was of a transcript, in [0, 1]: the geometric-mean token probability (the mean
+    log-probability per token, exponentiated: 1.0 is certain, 0.5 a coin toss per token), scaled by the
+    model's belief that it heard speech (1 - its ``no_speech_prob``), so a faint guess does not look as
+    sure as clear speech."""
+    return round(max(0.0, min(1.0, math.exp(mean_logprob) * speech_prob)), 4)
 
-    Each faster-whisper segment carries ``avg_logprob`` (the mean log-probability of its tokens), so the
-    token-weighted mean of those, exponentiated, is the probability the model gave the average token:
-    1.0 is certain, 0.5 a coin toss per token. Segments the model itself thought were not speech
-    (``no_speech_prob``) scale it down, so a faint guess does not look as sure as clear speech.
-    """
+
+def confidence_of(segments: list[Any]) -> float:
+    """``confidence`` of a timestamped decode: each faster-whisper segment carries ``avg_logprob`` (the
+    mean log-probability of its tokens) and ``no_speech_prob``; both are averaged over the tokens."""
     tokens = sum(max(len(s.tokens), 1) for s in segments)
     if not tokens:
         return 0.0
     mean_logprob: float = sum(s.avg_logprob * max(len(s.tokens), 1) for s in segments) / tokens
     speech: float = sum((1.0 - s.no_speech_prob) * max(len(s.tokens), 1) for s in segments) / tokens
-    return round(max(0.0, min(1.0, math.exp(mean_logprob) * speech)), 4)
+    return confidence(mean_logprob, speech)
 
 
 class WhisperDecoder:
@@ -168,10 +171,7 @@ class WhisperDecoder:
         if (not text or cut_loop(text) != text or get_compression_ratio(text) > COMPRESSION_RATIO_MAX
                 or logprob < LOGPROB_MIN or len(tokens) + len(tok.sot_sequence) + 1 >= max_length):
             return None
-        # as confidence_of(): the mean token probability, scaled by the model's belief it heard speech
-        confidence = round(max(0.0, min(1.0, math.exp(logprob) * (1 - result.no_speech_prob))), 4)
-        return Transcript(text=text, confidence=confidence, language=lang,
-                          pieces=(Piece(0.0, duration, text),))
+        return self._untimed(text, result, lang, duration)
 
     def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
         # No Silero pass here: at the very start of an utterance it has too little context to say
@@ -203,10 +203,14 @@ class WhisperDecoder:
         text = cut_loop(tok.decode(result.sequences_ids[0]).strip())
         if not text or result.no_speech_prob >= NO_SPEECH_PARTIAL:
             return EMPTY
-        # scores[0] is the length-normalised log-probability of the sequence
-        confidence = round(max(0.0, min(1.0, math.exp(result.scores[0]) * (1 - result.no_speech_prob))), 4)
-        return Transcript(text=text, confidence=confidence, language=lang,
-                          pieces=(Piece(0.0, duration, text),))
+        return self._untimed(text, result, lang, duration)
+
+    @staticmethod
+    def _untimed(text: str, result: Any, lang: str, duration: float) -> Transcript:
+        """A decode without timestamps (``_decode_on_context``) as one piece covering the audio; its
+        ``scores[0]`` is length-normalised, the mean log-probability per token."""
+        sure = confidence(float(result.scores[0]), 1 - result.no_speech_prob)
+        return Transcript(text=text, confidence=sure, language=lang, pieces=(Piece(0.0, duration, text),))
 
     def _decode_on_context(self, audio: Float32Array, lang: str, context_s: float,
                            beam_size: int) -> tuple[Any, Any, int]:
