@@ -67,7 +67,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        async with serve(self.handle, st.host, st.port, process_request=lambda c, r: route(self, c, r),
+        async with serve(self.handle, st.host, st.port, process_request=lambda _, r: route(self, r),
                          # websockets' own limit sits above ours so the session can answer with an error
                          max_size=max(st.max_frame_bytes * 4, 1 << 20), ping_interval=20, ping_timeout=20,
                          server_header=f"stt-server/{__version__}") as server:

@@ -111,7 +111,7 @@ class Connection:
             closing = self.ws.close(action.code.value, action.reason)
             self._close_task = asyncio.get_running_loop().create_task(closing)
 
-    async def _final(self, reason: str) -> None:
+    async def _final(self, reason: p.FinalReason) -> None:
         segment, self.segment = self.segment, None
         if segment is None:
             return
@@ -123,7 +123,7 @@ class Connection:
         await self._send(p.Final(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
                                  session_id=self.machine.session_id, segment=index, language=result.language,
                                  decode_ms=result.decode_ms, model=self.server.info.model,
-                                 reason=reason, speculative=result.speculative))  # type: ignore[arg-type]
+                                 reason=reason, speculative=result.speculative))
 
     async def _partial(self, result: PartialResult) -> None:
         await self._send(p.Partial(text=result.text, confidence=result.confidence, t_ms=result.t_ms,

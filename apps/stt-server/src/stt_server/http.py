@@ -14,8 +14,6 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 if TYPE_CHECKING:
-    from websockets.asyncio.server import ServerConnection
-
     from .app import Server
 
 WS_PATH = "/stt"
@@ -68,8 +66,8 @@ def _plain(server: Server, path: str) -> Response | None:
     return None
 
 
-def route(server: Server, connection: ServerConnection, request: Request) -> Response | None:
-    """websockets' process_request hook: None lets the WebSocket handshake go on."""
+def route(server: Server, request: Request) -> Response | None:
+    """What websockets' process_request hook answers: None lets the WebSocket handshake go on."""
     path = urlsplit(request.path).path
     if (plain := _plain(server, path)) is not None:
         return plain

@@ -71,10 +71,10 @@ def decode_parallelism(device: str, final_workers: int, cpu_threads: int) -> tup
 def final_context_for(spec: ModelSpec, asked: float | None) -> float:
     """FINAL_CONTEXT_S, or its default: 15 s for the embedded tiny.en, 30 s (offline-exact) otherwise.
 
-    15 s is what was checked on the embedded model (bench/RESULTS.md, "Short-context finals"): over the
-    recordings in ../shared/speech its finals are 2.7x cheaper than offline ones, at a WER of 1.4%
-    against 3.2%. Other models have not been checked, so they decode exactly as offline until an
-    operator opts in.
+    15 s is what was checked on the embedded model (bench/RESULTS.md, section 6, "Cost of a final"):
+    over the recordings in ../shared/speech its finals take 2.5x less time than offline ones, at a WER
+    of 1.4% against 3.2%. Other models have not been checked, so they decode exactly as offline until
+    an operator opts in.
     """
     if asked is not None:
         return asked

@@ -95,12 +95,13 @@ def confidence_of(segments: list[Any]) -> float:
 
 
 class WhisperDecoder:
-    """faster-whisper with the settings that make finals equal an offline decode.
+    """faster-whisper for finals and partials.
 
-    Finals use faster-whisper's own defaults (beam 5, temperature fallback, conditioning on previous
-    text), exactly what ``WhisperModel.transcribe`` does offline, so streaming costs no accuracy. With
-    ``final_context_s`` under 30 s, a final that fits is first tried with beam 5 on that shorter encoder
-    context, and kept only when it passes faster-whisper's own quality checks (``_short_context_final``).
+    At ``final_context_s`` 30 (this class's default) finals use faster-whisper's own defaults (beam 5,
+    temperature fallback, conditioning on previous text), exactly what ``WhisperModel.transcribe`` does
+    offline. Under 30 s (``build_engine`` gives the embedded model 15), a final that fits is first tried
+    with beam 5 on that shorter encoder context, and kept only when it passes faster-whisper's own
+    quality checks (``_short_context_final``); otherwise it is that offline decode.
     Partials are greedy and single-temperature: they are replaced within ``PARTIAL_INTERVAL_MS`` anyway.
     Whisper invents text ("you", "Thank you.") on silence and noise, so audio in which Silero VAD (shipped
     inside faster-whisper, no download) finds no speech is answered with an empty transcript, undecoded.
@@ -152,13 +153,14 @@ class WhisperDecoder:
         ``MIN_SILENCE_S`` of silence) instead of Whisper's 30 s window; None when the result shows any
         sign of a decode gone wrong, and the caller then decodes exactly as offline faster-whisper.
 
-        On a CPU the encoder's pass over the padded 30 s is 65-85% of a final's cost, and batching
-        finals does not shrink it (bench/RESULTS.md). Whisper was trained on 30 s windows; with too
-        short a context tiny.en loops ("... should be fine and form. It is of the first importance
-        that ..." at 10 s), which is why the context is 15 s by default and why every result is
-        checked as faster-whisper checks its own before falling back to a higher temperature: a
-        compression ratio over 2.4 (repetition), a mean log-probability under -1, a loop of words, or
-        a decode that ran to its length limit. Any of those, and the full decode runs instead.
+        On a CPU the encoder's pass over the padded 30 s is over half of a final's cost, and batching
+        finals does not shrink it (bench/RESULTS.md, section 6). Whisper was trained on 30 s windows;
+        with too short a context tiny.en can loop (on one machine, "... should be fine and form. It is
+        of the first importance that ..." at 10 s; whether it does depends on the CPU's floating
+        point), which is why the context is 15 s by default and why every result is checked as
+        faster-whisper checks its own before falling back to a higher temperature: a compression ratio
+        over 2.4 (repetition), a mean log-probability under -1, a loop of words, or a decode that ran
+        to its length limit. Any of those, and the full decode runs instead.
         """
         from faster_whisper.transcribe import get_compression_ratio
 

@@ -9,8 +9,11 @@ latest audio at the moment it starts, and a segment has at most one partial in f
 Partials on long utterances stay bounded in cost with a committed prefix (the idea of
 whisper_streaming's local agreement, simplified): once the undecided tail is longer than
 ``partial_window_s``, the Whisper segments that end well before the tail's end are committed, and
-later partials decode only the audio after them. The final always decodes the whole utterance, so its
-accuracy is the offline decoder's.
+later partials decode only the audio after them. The final always decodes the whole utterance at once,
+as a file would be: streaming itself costs it nothing. How it is decoded is the decoder's choice
+(``FINAL_CONTEXT_S``): exactly faster-whisper's offline transcribe at 30 s; by default for the embedded
+model a 15 s encoder context, checked as faster-whisper checks its own and decoded offline when a check
+fails (``decoder.WhisperDecoder``).
 
 The final need not wait for the end of the segment either. A caller that knows trailing silence has
 begun (the worker's voice gate, ``pause()``) lets the engine start the final's decode then, while the
@@ -73,8 +76,7 @@ class Engine:
         self._finals = ThreadPoolExecutor(self.config.final_workers, thread_name_prefix="final")
         self._partials = ThreadPoolExecutor(self.config.partial_workers, thread_name_prefix="partial")
         self.active_segments = 0
-        # cumulative figures for /metrics
-        self.decode_seconds: list[float] = []
+        # told the kind and wall time of every decode (the server's /metrics)
         self.on_decode: Callable[[str, float], None] | None = None
         self._finals_pending = 0
         self._no_finals_event: asyncio.Event | None = None

@@ -104,6 +104,11 @@ class Ready(_Message):
     protocol: int = PROTOCOL_VERSION
 
 
+# why a segment ended: the client's `end`, the server's segment length limit, shutdown, or a fatal error
+# (flood, oversized frame) that cut it short: its text may stop mid-sentence
+FinalReason = Literal["end", "max_segment", "shutdown", "error"]
+
+
 class Partial(_Message):
     type: Literal["partial"] = "partial"
     text: str
@@ -121,12 +126,10 @@ class Final(_Message):
     session_id: str | None = None
     segment: int = 0
     language: str | None = None
-    # seconds from `end` (or the start of the final's decode) to this message being built
+    # milliseconds from `end` (or the start of the final's decode) to this message being built
     decode_ms: int = 0
     model: str | None = None
-    # why the segment ended: the client's `end`, the server's segment length limit, shutdown, or a
-    # fatal error (flood, oversized frame) that cut it short: its text may stop mid-sentence
-    reason: Literal["end", "max_segment", "shutdown", "error"] = "end"
+    reason: FinalReason = "end"
     # the decode began at the client's `pause`, before `end`
     speculative: bool = False
 

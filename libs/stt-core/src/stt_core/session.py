@@ -57,7 +57,7 @@ class Audio:
 
 @dataclass(frozen=True)
 class EndSegment:
-    reason: str  # "end" | "max_segment" | "shutdown" | "error" (a fatal error cut the segment short)
+    reason: p.FinalReason
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -82,9 +83,14 @@ class Resume:
     """Speech came back before the hangover ran out: anything started at ``Pause`` is stale."""
 
 
+# why an utterance ended: the hangover's silence, max_utterance_s, or close(): end of input ("flush") or
+# an explicit stop ("forced": stop listening)
+EndReason = Literal["silence", "max_length", "flush", "forced"]
+
+
 @dataclass(frozen=True)
 class SpeechEnd:
-    reason: str  # "silence" | "max_length" | "flush" | "forced"
+    reason: EndReason
     voiced_ms: int
     voiced_end_ms: int  # stream time of the last voiced frame
 
@@ -191,7 +197,7 @@ class VadGate:
         self._preroll.clear()
         return [self._start(frames, voiced_ms=0)]
 
-    def close(self, reason: str = "flush") -> list[Event]:
+    def close(self, reason: Literal["flush", "forced"] = "flush") -> list[Event]:
         """End the open utterance now (end of input, shutdown, stop listening)."""
         if self.state is not State.SPEAKING:
             return []
@@ -244,7 +250,7 @@ class VadGate:
             events.append(self._end("max_length"))
         return events
 
-    def _end(self, reason: str) -> SpeechEnd | SpeechDiscarded:
+    def _end(self, reason: EndReason) -> SpeechEnd | SpeechDiscarded:
         self.state = State.SILENT
         voiced = self._voiced_ms
         forced, self.forced_open = self.forced_open, False
