@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs
 STT_SCREENSHOT_DIR="$PWD/docs" .venv/bin/python -m pytest -q -p no:cacheprovider \
-  "tests/test_live_page.py::test_live_page_transcribes_the_browser_microphone"
+  "tests/server/test_live_page.py::test_live_page_transcribes_the_browser_microphone"
 echo "wrote docs/live-page.png"

@@ -21,7 +21,7 @@ import pytest
 from stt_server.settings import ServerSettings
 from stt_worker.settings import WorkerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNITS = {"stt-server": "server", "stt-worker": "worker"}
 INSTALLED_BIN = "/opt/stt-bridge/.venv/bin"
 
