@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.procs import Mosquitto
-from tests.ha.harness import Ha, Worker
+from tests.ha.live import Ha, Worker
 
 
 @pytest.fixture

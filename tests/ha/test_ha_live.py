@@ -15,7 +15,7 @@ import pytest
 from harness import speech
 from harness.procs import Mosquitto, Proc, free_port
 from tests.ha import ha_schema
-from tests.ha.harness import LONG, PREFIX, SHORT, SHORT2, SITE, TOPIC, Ha, Worker, remove_discovery
+from tests.ha.live import LONG, PREFIX, SHORT, SHORT2, SITE, TOPIC, Ha, Worker, remove_discovery
 
 N_CONFIGS = 9
 FINAL_S = 20.0  # a final after the end of speech, with room for a loaded machine

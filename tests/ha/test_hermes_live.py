@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from harness import speech
-from tests.ha.harness import LONG, SHORT, SHORT2, SITE, TOPIC, Ha, Worker
+from tests.ha.live import LONG, SHORT, SHORT2, SITE, TOPIC, Ha, Worker
 
 TEXT = "hermes/asr/textCaptured"
 PARTIAL = "hermes/asr/partialTextCaptured"
