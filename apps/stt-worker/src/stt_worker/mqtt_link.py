@@ -146,24 +146,24 @@ class MqttLink:
     def publish(self, message: Message) -> None:
         """One message, delivered as it says (see ``payloads.Delivery``)."""
         if message.delivery == "retained":
-            self.publish_retained(message.topic, message.payload)
+            self._publish_retained(message.topic, message.payload)
         elif message.delivery == "ephemeral":
-            self.publish_ephemeral(message.topic, message.payload)
+            self._publish_ephemeral(message.topic, message.payload)
         else:
             retain = message.delivery == "reliable_retained"
-            self.publish_reliable(message.topic, message.payload, retain=retain)
+            self._publish_reliable(message.topic, message.payload, retain=retain)
 
-    def publish_retained(self, topic: str, payload: str) -> None:
+    def _publish_retained(self, topic: str, payload: str) -> None:
         """Retained state: remembered, and re-published after every reconnect."""
         self._retained[topic] = payload
         if self.connected:
             self.client.publish(topic, payload, qos=1, retain=True)
 
-    def publish_ephemeral(self, topic: str, payload: str, *, qos: int = 0) -> None:
+    def _publish_ephemeral(self, topic: str, payload: str) -> None:
         if self.connected:
-            self.client.publish(topic, payload, qos=qos)
+            self.client.publish(topic, payload, qos=0)
 
-    def publish_reliable(self, topic: str, payload: str, *, retain: bool = False) -> None:
+    def _publish_reliable(self, topic: str, payload: str, *, retain: bool = False) -> None:
         """QoS 1, queued while the broker is away (bounded: the oldest are dropped past the limit)."""
         if len(self._reliable) >= self.settings.mqtt_queue_size:
             self._reliable.popleft()

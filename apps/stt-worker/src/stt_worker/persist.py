@@ -38,7 +38,7 @@ class Saved:
 
 
 class StateFile:
-    def __init__(self, directory: Path | None, site_id: str, configured_backend: str) -> None:
+    def __init__(self, directory: Path | None, site_id: str, configured_backend: BackendName) -> None:
         name = re.sub(r"[^a-zA-Z0-9_.-]", "_", site_id)
         self.path = directory / f"worker-{name}.json" if directory is not None else None
         self.configured_backend = configured_backend

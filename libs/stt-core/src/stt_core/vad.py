@@ -105,7 +105,7 @@ class SpeechDiscarded:
 Event = SpeechStart | SpeechAudio | Pause | Resume | SpeechEnd | SpeechDiscarded
 
 
-class State(enum.Enum):
+class GateState(enum.Enum):
     SILENT = "silent"
     SPEAKING = "speaking"
 
@@ -143,7 +143,7 @@ class VadGate:
             maxlen=max(1, (c.preroll_ms + c.start_window_ms) // c.frame_ms))
         self._window: collections.deque[bool] = collections.deque(
             maxlen=max(1, c.start_window_ms // c.frame_ms))
-        self.state = State.SILENT
+        self.state = GateState.SILENT
         self.t_ms = 0  # stream time at the end of the last frame fed
         self._voiced_ms = 0
         self._unvoiced_run_ms = 0
@@ -155,7 +155,7 @@ class VadGate:
 
     @property
     def is_open(self) -> bool:
-        return self.state is State.SPEAKING
+        return self.state is GateState.SPEAKING
 
     @property
     def voiced_end_ms(self) -> int:
@@ -171,7 +171,7 @@ class VadGate:
         self.t_ms += c.frame_ms
         if c.tail_floor_db is not None:
             voiced = self._above_floor(frame, voiced, c.tail_floor_db)
-        if self.state is State.SILENT:
+        if self.state is GateState.SILENT:
             return self._feed_silent(frame, voiced)
         return self._feed_speaking(frame, voiced)
 
@@ -180,7 +180,7 @@ class VadGate:
             return False
         samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
         level = 10.0 * math.log10(float(np.mean(samples * samples)) + 1.0)
-        if self.state is State.SILENT:
+        if self.state is GateState.SILENT:
             self._peak_db = level  # a new utterance: its own loudness is the reference
             return True
         self._peak_db = max(self._peak_db, level)
@@ -190,7 +190,7 @@ class VadGate:
         """Open the gate now (push-to-talk, a wake word elsewhere): the pre-roll is sent at once, the
         person has ``listen_timeout_ms`` to start speaking, then the utterance ends on the usual
         hangover. It is never discarded as too short."""
-        if self.state is State.SPEAKING:
+        if self.state is GateState.SPEAKING:
             return []
         self.forced_open = True
         frames = list(self._preroll)
@@ -199,7 +199,7 @@ class VadGate:
 
     def close(self, reason: Literal["flush", "forced"] = "flush") -> list[Event]:
         """End the open utterance now (end of input, shutdown, stop listening)."""
-        if self.state is not State.SPEAKING:
+        if self.state is not GateState.SPEAKING:
             return []
         return [self._end(reason)]
 
@@ -218,7 +218,7 @@ class VadGate:
 
     def _start(self, frames: list[tuple[bytes, bool]], voiced_ms: int) -> SpeechStart:
         c = self.config
-        self.state = State.SPEAKING
+        self.state = GateState.SPEAKING
         self._voiced_ms = voiced_ms
         self._utterance_ms = len(frames) * c.frame_ms
         self._unvoiced_run_ms = 0
@@ -251,7 +251,7 @@ class VadGate:
         return events
 
     def _end(self, reason: EndReason) -> SpeechEnd | SpeechDiscarded:
-        self.state = State.SILENT
+        self.state = GateState.SILENT
         voiced = self._voiced_ms
         forced, self.forced_open = self.forced_open, False
         self._window.clear()
