@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from stt_core.decoder import FULL_CONTEXT_S, SHORT_FINAL_CONTEXT_S, WhisperDecoder
 from stt_core.model import EMBEDDED_NAME, embedded_model_dir
+from stt_core.options import SpeechOptions
 
 from harness.speech import wer
 
@@ -53,7 +54,7 @@ def measure(clips: list[Clip], context_s: float = SHORT_FINAL_CONTEXT_S,
         return result
 
     ours._short_context_final = counting  # type: ignore[method-assign]
-    ours.final(np.zeros(8000, dtype=np.float32), "en")  # Silero and the tokenizer, loaded once
+    ours.final(np.zeros(8000, dtype=np.float32), SpeechOptions())  # Silero and the tokenizer, loaded once
     rows: dict[str, dict[str, Any]] = {}
     windows = []
     for c in clips:
@@ -65,7 +66,7 @@ def measure(clips: list[Clip], context_s: float = SHORT_FINAL_CONTEXT_S,
             texts["offline"] = " ".join(s.text.strip() for s in segments)
 
         def final(audio: Any = audio, texts: dict[str, str] = texts) -> None:
-            texts["ours"] = ours.final(audio, "en").text
+            texts["ours"] = ours.final(audio, SpeechOptions()).text
 
         window = np.zeros((80, 3000), dtype=np.float32)
         features = model.feature_extractor(audio)[:, :3000]

@@ -32,6 +32,7 @@ from stt_core.client import (
     ServerModel,
     ServerProblem,
 )
+from stt_core.options import SpeechOptions
 from stt_core.session import CloseCode, Limits, SessionMachine
 
 FRAME_BYTES = 640  # 20 ms at 16 kHz
@@ -117,7 +118,7 @@ class Link:
                  hold_up: bool = False, hold_down: bool = False) -> None:
         self.limits = limits or Limits()
         self.protocol = protocol
-        self.client = ClientSession("kitchen", "en")
+        self.client = ClientSession("kitchen", SpeechOptions())
         self.hold_up, self.hold_down = hold_up, hold_down
         self.up: list[Out] = []
         self.events: list[ClientEvent] = []

@@ -20,11 +20,14 @@ from stt_core.audio import Float32Array
 from stt_core.build import EngineInfo, build_engine
 from stt_core.decoder import Transcript, WhisperDecoder, cut_loop
 from stt_core.engine import Engine, EngineConfig, PartialResult, Segment
+from stt_core.options import SpeechOptions
 
 from harness.speech import clip, normalise, refs, wer
 from harness.stt_client import to_rate
 
 NON_SPEECH_WORDS = ("you", "thank", "bye", "music", "applause")
+
+EN = SpeechOptions(language="en")
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +85,17 @@ class RecordingDecoder:
         self.model_name = inner.model_name
         self.finals: list[tuple[Float32Array, str]] = []
 
-    def final(self, audio: Float32Array, lang: str | None) -> Transcript:
-        out = self.inner.final(audio, lang)
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.inner.languages
+
+    def final(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
+        out = self.inner.final(audio, options)
         self.finals.append((audio.copy(), out.text))
         return out
 
-    def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
-        return self.inner.partial(audio, lang)
+    def partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
+        return self.inner.partial(audio, options)
 
 
 def assert_final_of_the_whole(final_text: str, recorder: RecordingDecoder, pcm: np.ndarray) -> None:
@@ -226,7 +233,7 @@ def test_final_at_full_context_is_exactly_offline_faster_whisper(whisper):
     exact = WhisperDecoder(model, whisper.model_name, final_context_s=30.0)
     for name in ("LJ001-0001", "LJ001-0006", "jfk"):
         model.transcribed.clear()
-        text = exact.final(as_float(clip(name)), "en").text
+        text = exact.final(as_float(clip(name)), EN).text
         assert model.transcribed == [({"language": "en", "beam_size": 5}, text)], name
         assert wer([(refs()[name], text)]) <= 0.15, (name, text)
 
@@ -244,7 +251,7 @@ def test_short_context_finals_are_as_accurate_as_offline_on_real_speech(whisper)
     model = RecordingModel(whisper.model)
     default = WhisperDecoder(model, whisper.model_name, final_context_s=whisper.final_context_s)
     names = sorted(refs())
-    ours = [(refs()[n], default.final(as_float(clip(n)), "en").text) for n in names]
+    ours = [(refs()[n], default.final(as_float(clip(n)), EN).text) for n in names]
     fell_back = len(model.transcribed)
     offline = [(refs()[n], offline_text(whisper, as_float(clip(n)))) for n in names]
     assert len(names) >= 10
@@ -291,13 +298,14 @@ class ScriptedShortContext(WhisperDecoder):
     def has_speech(self, audio: Float32Array) -> bool:
         return True
 
-    def _decode_on_context(self, audio: Float32Array, lang: str, context_s: float,
-                           beam_size: int) -> tuple[Any, Any, int]:
+    def _decode_on_context(self, audio: Float32Array, options: SpeechOptions, context_s: float,
+                           beam_size: int) -> tuple[Any, Any, int, int]:
         self.contexts.append(context_s)
-        tok = self._tokenizer(lang)
+        tok = self._tokenizer(options.language or "en", options.task)
         ids = tok.encode(f" {self.text}") if self.text else []
         result = SimpleNamespace(sequences_ids=[ids], scores=[self.logprob], no_speech_prob=0.05)
-        return tok, result, len(tok.sot_sequence) + 1 + len(ids) + self.room
+        prompt = len(tok.sot_sequence) + 1
+        return tok, result, prompt, prompt + len(ids) + self.room
 
 
 def checks_failed(text: str, logprob: float, room: int) -> set[str]:
@@ -328,7 +336,7 @@ def test_a_short_context_final_that_fails_a_check_is_decoded_again_offline(whisp
     transcribe with beam 5), run once, and its text is what is returned."""
     assert checks_failed(text, logprob, room) == {check}
     dec = ScriptedShortContext(whisper, text, logprob, room)
-    result = dec.final(as_float(clip("LJ001-0011")), "en")
+    result = dec.final(as_float(clip("LJ001-0011")), EN)
     assert dec.contexts == [15.0], "the short-context decode was not tried first"
     assert dec.model.calls == [{"language": "en", "beam_size": 5}]
     assert result.text == OFFLINE
@@ -339,7 +347,7 @@ def test_a_short_context_final_that_passes_every_check_is_kept(whisper):
     probability scaled by the belief that it is speech as its confidence; nothing is decoded offline."""
     assert checks_failed(GOOD, -0.2, 40) == set()
     dec = ScriptedShortContext(whisper, GOOD, -0.2, 40)
-    result = dec.final(as_float(clip("LJ001-0011")), "en")
+    result = dec.final(as_float(clip("LJ001-0011")), EN)
     assert dec.model.calls == []
     assert result.text == GOOD
     assert result.confidence == round(math.exp(-0.2) * (1 - 0.05), 4)
@@ -357,12 +365,12 @@ def test_a_real_short_context_final_that_fails_a_check_is_the_offline_decode(whi
     tried: list[str] = []
     real_short = dec._short_context_final
 
-    def short(audio: Float32Array, lang: str) -> Transcript | None:
-        tried.append(lang)
-        return real_short(audio, lang)
+    def short(audio: Float32Array, options: SpeechOptions) -> Transcript | None:
+        tried.append(options.language or "")
+        return real_short(audio, options)
 
     monkeypatch.setattr(dec, "_short_context_final", short)
-    result = dec.final(as_float(clip("LJ001-0011")), "en")
+    result = dec.final(as_float(clip("LJ001-0011")), EN)
     assert tried == ["en"]
     assert model.transcribed == [({"language": "en", "beam_size": 5}, result.text)]
     assert wer([(refs()["LJ001-0011"], result.text)]) <= 0.25, result.text
@@ -426,14 +434,14 @@ class SlowPartials(RecordingDecoder):
         self.calls: list[tuple[int, int]] = []  # (samples decoded, samples fed when the decode began)
         self.segment: Segment | None = None
 
-    def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
+    def partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         self.calls.append((audio.size, self.segment.samples if self.segment is not None else -1))
         self.entered.set()
         if self.delay_s:
             time.sleep(self.delay_s)
         else:
             self.gate.wait(30)
-        return self.inner.partial(audio, lang)
+        return self.inner.partial(audio, options)
 
 
 async def test_final_is_not_delayed_by_pending_partials_of_its_own_or_another_session(whisper):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from stt_core.build import build_engine
 from stt_core.decoder import cut_loop
+from stt_core.options import SpeechOptions
 
 from harness.speech import clip
 
@@ -48,7 +49,7 @@ def test_partials_up_to_the_window_do_not_repeat_themselves(decoder):
     audio = clip("jfk").astype(np.float32) / 32768
     lengths = []
     for secs in np.arange(3.0, 10.01, 0.3):
-        words = decoder.partial(audio[: int(secs * 16000)], "en").text.split()
+        words = decoder.partial(audio[: int(secs * 16000)], SpeechOptions()).text.split()
         lengths.append(len(words))
         assert len(words) <= 24, (round(float(secs), 1), " ".join(words))
     assert max(lengths) >= 15, "the partials should cover most of the sentence by 10 s"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from stt_core import protocol as p
 from stt_core import session as s
+from stt_core.options import SpeechOptions
 from stt_core.session import CloseCode, Limits, SessionMachine, State
 
 FRAME = b"\x01\x00" * 320  # 20 ms at 16 kHz
@@ -83,10 +84,11 @@ def test_a_session_id_is_made_up_when_the_client_sends_none():
 def test_first_frame_opens_a_segment_and_end_closes_it():
     """The first PCM frame opens segment 1 with the init's rate/lang/partials, later frames are only
     audio, end ends the segment and the machine is idle again."""
-    m = SessionMachine()
+    m = SessionMachine(languages=("en", "de"))
     feed(m, ['{"type":"init","sample_rate":48000,"lang":"de","enable_partials":false}'])
     acts = feed(m, [FRAME, FRAME, FRAME])
-    assert acts[0] == s.OpenSegment(index=1, sample_rate=48000, lang="de", enable_partials=False)
+    assert acts[0] == s.OpenSegment(index=1, sample_rate=48000, options=SpeechOptions(language="de"),
+                                    enable_partials=False)
     assert acts[1:] == [s.Audio(FRAME)] * 3
     assert m.state is State.IN_SEGMENT
     assert feed(m, [END]) == [s.EndSegment("end")]
@@ -245,7 +247,7 @@ def test_segment_over_max_length_gets_a_final_and_the_next_frame_starts_a_new_on
     assert acts[-1] == s.EndSegment("max_segment")
     assert sum(isinstance(a, s.EndSegment) for a in acts) == 1
     assert m.state is State.IDLE
-    assert feed(m, [FRAME])[0] == s.OpenSegment(2, 16000, "en", True)
+    assert feed(m, [FRAME])[0] == s.OpenSegment(2, 16000, SpeechOptions(), True)
 
 
 def test_idle_timeout_in_a_segment_ends_it_then_closes_4408():

@@ -196,7 +196,7 @@ def test_metrics_is_prometheus_text_with_decode_times_and_errors_by_code(server)
         sess.wait_for("error", 10, after=mark)
         quick_final(sess, "LJ001-0002")
     after = metrics(port)
-    key = 'stt_errors_total{code="not_json"}'
+    key = 'stt_errors_total{dialect="stt",code="not_json"}'
     assert after[key] == before.get(key, 0) + 1
     count = 'stt_decode_seconds_count{kind="final"}'
     assert after[count] >= before[count] + 1
@@ -205,7 +205,8 @@ def test_metrics_is_prometheus_text_with_decode_times_and_errors_by_code(server)
     _, _, text = http_get(port, "/metrics")
     assert "# TYPE stt_decode_seconds histogram" in text
     assert "# TYPE stt_errors_total counter" in text
-    assert after["stt_segments_total"] >= before["stt_segments_total"] + 1
+    segments = 'stt_segments_total{dialect="stt"}'
+    assert after[segments] >= before.get(segments, 0) + 1
 
 
 @pytest.mark.parametrize("path", ["/stt/extra", "/healthz", "/metrics/x", "/favicon.ico"])
@@ -428,7 +429,7 @@ def test_max_sessions_exceeded_is_server_busy_1013(busy_limits):
     proc, port = busy_limits
     limit = int(STRICT["MAX_SESSIONS"])
     wait_sessions(port, 0)
-    before = metrics(port).get('stt_errors_total{code="server_busy"}', 0)
+    before = metrics(port).get('stt_errors_total{dialect="stt",code="server_busy"}', 0)
     held = [SttSession(url_of(port)) for _ in range(limit)]
     try:
         for s in held:
@@ -448,7 +449,7 @@ def test_max_sessions_exceeded_is_server_busy_1013(busy_limits):
     finally:
         for s in held:
             s.close()
-    assert metrics(port)['stt_errors_total{code="server_busy"}'] == before + 1
+    assert metrics(port)['stt_errors_total{dialect="stt",code="server_busy"}'] == before + 1
     assert proc.alive()
 
 
@@ -490,10 +491,10 @@ def test_missing_or_wrong_token_is_refused_at_the_handshake(secured, how, kwargs
         SttSession(url_of(port, **kwargs), bearer=bearer)
     assert info.value.response.status_code == 401
     after = metrics(port)
-    key = 'stt_errors_total{code="unauthorized"}'
+    key = 'stt_errors_total{dialect="stt",code="unauthorized"}'
     assert after[key] == before.get(key, 0) + 1
-    assert after["stt_sessions_total"] == before["stt_sessions_total"]
-    assert after["stt_audio_seconds_total"] == before["stt_audio_seconds_total"]
+    for counter in ('stt_sessions_total{dialect="stt"}', 'stt_audio_seconds_total{dialect="stt"}'):
+        assert after.get(counter) == before.get(counter), counter
 
 
 @pytest.mark.parametrize("how", ["bearer", "query"])

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stt_core.audio import Framer
 from stt_core.errors import ConfigError
-from stt_worker.sources import Framer, WavSource
+from stt_worker.sources import WavSource
 
 from harness import speech
 from harness.procs import Mosquitto

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 from stt_core import vad as v
+from stt_core.options import SpeechOptions
 from stt_worker import utterances as u
-from stt_worker.backend import FinalText, PartialText, SpeechOptions, StreamFailed
+from stt_worker.backend import FinalText, PartialText, StreamFailed
 from stt_worker.control import ControlError
 
 FRAME = 30
@@ -29,7 +30,7 @@ def machine(backend: str = "ws", fallback: str | None = "local", timeout: float 
     ids: Iterator[int] = itertools.count(1)
     return u.UtteranceMachine(gate=v.VadGate(CFG, is_speech=any), backend=backend,  # type: ignore[arg-type]
                               fallback=fallback, remote=frozenset({"ws"}),  # type: ignore[arg-type]
-                              final_timeout_s=timeout, options=SpeechOptions(lang="en"),
+                              final_timeout_s=timeout, options=SpeechOptions(language="en"),
                               new_id=lambda: f"u{next(ids)}")
 
 

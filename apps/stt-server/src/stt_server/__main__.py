@@ -20,7 +20,7 @@ PROG = "stt-server"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description="Real-time speech-to-text over WebSocket (/stt).")
+    parser = argparse.ArgumentParser(prog=PROG, description="Real-time speech-to-text: /stt and Wyoming.")
     parser.add_argument("--env-file", type=Path, default=os.environ.get("STT_ENV_FILE") or None,
                         help="read variables from this file too (the environment wins)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         exit_config(PROG, str(exc))
     try:
         asyncio.run(Server(settings, engine, info).serve())
+    except ConfigError as exc:  # WYOMING_PORT taken
+        exit_config(PROG, str(exc))
     except OSError as exc:  # the port is taken or the address is not ours: the operator's to fix
         exit_config(PROG, f"HOST/PORT: cannot listen on {settings.host}:{settings.port}: "
                           f"{exc.strerror or exc}")

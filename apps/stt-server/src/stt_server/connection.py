@@ -1,36 +1,34 @@
-"""One WebSocket connection: moves frames between the socket and the sans-I/O ``SessionMachine``
-and carries out the actions it returns against the shared engine."""
+"""One ``/stt`` WebSocket connection: moves frames between the socket and the sans-I/O
+``SessionMachine`` and carries out the actions it returns on the shared engine (``SegmentRunner``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
 
 import structlog
 from stt_core import protocol as p
 from stt_core import session as s
-from stt_core.engine import PartialResult, Segment
+from stt_core.engine import PartialResult
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-if TYPE_CHECKING:
-    from .app import Server
+from .context import Context, SegmentRunner
 
 log = structlog.get_logger(__name__)
 
 
 class Connection:
-    def __init__(self, server: Server, ws: ServerConnection) -> None:
-        self.server = server
+    def __init__(self, ctx: Context, ws: ServerConnection) -> None:
+        self.ctx = ctx
         self.ws = ws
-        st = server.settings
+        st = ctx.settings
         self.machine = s.SessionMachine(
             limits=s.Limits(max_frame_bytes=st.max_frame_bytes, max_segment_s=st.max_segment_s,
                             max_frames_per_s=st.max_frames_per_s),
-            model=server.info.model, partial_interval_ms=st.partial_interval_ms)
-        self.segment: Segment | None = None
+            model=ctx.info.model, partial_interval_ms=st.partial_interval_ms, languages=ctx.languages)
+        self.segment = SegmentRunner(ctx, "stt")
         # actions are carried out one batch at a time, so a shutdown cannot interleave with a final
         self._lock = asyncio.Lock()
         self._closed = False
@@ -38,7 +36,7 @@ class Connection:
         self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?")
 
     async def run(self) -> None:
-        idle = self.server.settings.idle_timeout_s
+        idle = self.ctx.settings.idle_timeout_s
         try:
             # Reading goes on after a close has started (the machine then ignores every frame): the
             # peer's close reply sits behind the frames it sent before it, and a connection that
@@ -58,12 +56,11 @@ class Connection:
         except ConnectionClosed:
             pass  # the peer went away; the finally below tidies its segment up
         finally:
-            if self.segment is not None:
+            if self.segment.open:
                 # the client vanished mid-segment: nobody is left to read a final
                 self.log.info("segment_abandoned", session_id=self.machine.session_id,
                               segment=self.machine.segment)
                 self.segment.cancel()
-                self.segment = None
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
 
@@ -81,30 +78,25 @@ class Connection:
     async def _do(self, action: s.Action) -> None:
         if isinstance(action, s.Send):
             if isinstance(action.message, p.Error):
-                self.server.metrics.error(action.message.code)
+                self.ctx.metrics.error(action.message.code, dialect="stt")
                 self.log.info("peer_error", code=action.message.code, detail=action.message.message)
             elif isinstance(action.message, p.Ready):
                 self.log.info("session_started", session_id=action.message.session_id,
                               sample_rate=action.message.sample_rate)
             await self._send(action.message)
         elif isinstance(action, s.OpenSegment):
-            self.segment = self.server.engine.open_segment(
-                sample_rate=action.sample_rate, lang=action.lang,
-                on_partial=self._partial if action.enable_partials else None)
+            self.segment.start(action.sample_rate, action.options,
+                               self._partial if action.enable_partials else None)
         elif isinstance(action, s.Audio):
-            assert self.segment is not None
-            self.segment.feed_pcm16(action.pcm)
-            self.server.metrics.count("audio_seconds_total", len(action.pcm) / 2 / self.machine.sample_rate)
+            self.segment.feed(action.pcm)
         elif isinstance(action, s.EndSegment):
             await self._final(action.reason)
         elif isinstance(action, s.PauseSegment):
-            if self.segment is not None:
-                self.segment.pause()
+            self.segment.pause()
         elif isinstance(action, s.ResumeSegment):
-            if self.segment is not None:
-                self.segment.resume()
+            self.segment.resume()
         elif isinstance(action, s.HealthWanted):
-            await self._send(p.Health(**self.server.health_fields()))
+            await self._send(p.Health(**self.ctx.health_fields()))
         elif isinstance(action, s.Close):
             self._closed = True
             # not awaited here: the handshake needs run() to keep reading (see there)
@@ -112,17 +104,15 @@ class Connection:
             self._close_task = asyncio.get_running_loop().create_task(closing)
 
     async def _final(self, reason: p.FinalReason) -> None:
-        segment, self.segment = self.segment, None
-        if segment is None:
-            return
         index = self.machine.segment
-        result = await segment.finish()
-        self.server.metrics.count("segments_total")
+        result = await self.segment.finish()
+        if result is None:
+            return
         self.log.info("final", session_id=self.machine.session_id, segment=index, audio_ms=result.t_ms,
                       decode_ms=result.decode_ms, chars=len(result.text), reason=reason)
         await self._send(p.Final(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
                                  session_id=self.machine.session_id, segment=index, language=result.language,
-                                 decode_ms=result.decode_ms, model=self.server.info.model,
+                                 decode_ms=result.decode_ms, model=self.ctx.info.model,
                                  reason=reason, speculative=result.speculative))
 
     async def _partial(self, result: PartialResult) -> None:

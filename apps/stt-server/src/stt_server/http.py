@@ -7,14 +7,12 @@ import json
 from functools import cache
 from http import HTTPStatus
 from importlib import resources
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-if TYPE_CHECKING:
-    from .app import Server
+from .context import Context
 
 WS_PATH = "/stt"
 PAGE_PATHS = ("/", "/index.html")
@@ -55,21 +53,21 @@ def token_ok(request: Request, token: str) -> bool:
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
-def _plain(server: Server, path: str) -> Response | None:
+def _plain(ctx: Context, path: str) -> Response | None:
     """The plain HTTP paths (public: the token guards /stt only); None for any other path."""
     if path in PAGE_PATHS:
         return _response(HTTPStatus.OK, live_page(), "text/html; charset=utf-8", PAGE_HEADERS)
     if path == "/health":
-        return json_response(HTTPStatus.OK, server.health())
+        return json_response(HTTPStatus.OK, ctx.health())
     if path == "/metrics":
-        return _response(HTTPStatus.OK, server.metrics_text().encode(), "text/plain; version=0.0.4")
+        return _response(HTTPStatus.OK, ctx.metrics_text().encode(), "text/plain; version=0.0.4")
     return None
 
 
-def route(server: Server, request: Request) -> Response | None:
+def route(ctx: Context, request: Request) -> Response | None:
     """What websockets' process_request hook answers: None lets the WebSocket handshake go on."""
     path = urlsplit(request.path).path
-    if (plain := _plain(server, path)) is not None:
+    if (plain := _plain(ctx, path)) is not None:
         return plain
     if path != WS_PATH:
         return json_response(HTTPStatus.NOT_FOUND, {
@@ -78,9 +76,9 @@ def route(server: Server, request: Request) -> Response | None:
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return json_response(HTTPStatus.UPGRADE_REQUIRED, {"error": "websocket_required",
                                                            "message": f"{WS_PATH} speaks WebSocket"})
-    token = server.settings.stt_token
+    token = ctx.settings.stt_token
     if token is not None and not token_ok(request, token.get_secret_value()):
-        server.metrics.error("unauthorized")
+        ctx.metrics.error("unauthorized", dialect="stt")
         # refused before the handshake: no audio is ever accepted from an unauthenticated client
         return json_response(HTTPStatus.UNAUTHORIZED, {
             "error": "unauthorized", "message": "send Authorization: Bearer <STT_TOKEN> or ?token="})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 
 DECODE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
@@ -22,28 +22,34 @@ class Histogram:
         self.n += 1
 
 
+# the counters, each labelled by the dialect a session speaks (stt, wyoming, ...)
+COUNTERS = {
+    "sessions_total": "Sessions accepted since start.",
+    "segments_total": "Segments finalised since start.",
+    "audio_seconds_total": "Seconds of audio received.",
+}
+
+
 class Metrics:
     """Thread-safe: decode times are observed from the decode pools' threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.sessions_total = 0
-        self.segments_total = 0
-        self.audio_seconds_total = 0.0
-        self.errors: Counter[str] = Counter()
+        self.counters: dict[str, defaultdict[str, float]] = {name: defaultdict(float) for name in COUNTERS}
+        self.errors: Counter[tuple[str, str]] = Counter()  # (dialect, code)
         self.decode = {"final": Histogram(), "partial": Histogram()}
 
     def observe_decode(self, kind: str, seconds: float) -> None:
         with self._lock:
             self.decode[kind].observe(seconds)
 
-    def count(self, field: str, by: float = 1) -> None:
+    def count(self, name: str, by: float = 1, *, dialect: str) -> None:
         with self._lock:
-            setattr(self, field, getattr(self, field) + by)
+            self.counters[name][dialect] += by
 
-    def error(self, code: str) -> None:
+    def error(self, code: str, *, dialect: str) -> None:
         with self._lock:
-            self.errors[code] += 1
+            self.errors[(dialect, code)] += 1
 
     def render(self, *, active_sessions: int, active_segments: int) -> str:
         with self._lock:
@@ -54,19 +60,15 @@ class Metrics:
                 "# HELP stt_active_segments Segments being streamed or decoded now.",
                 "# TYPE stt_active_segments gauge",
                 f"stt_active_segments {active_segments}",
-                "# HELP stt_sessions_total Sessions accepted since start.",
-                "# TYPE stt_sessions_total counter",
-                f"stt_sessions_total {self.sessions_total}",
-                "# HELP stt_segments_total Segments finalised since start.",
-                "# TYPE stt_segments_total counter",
-                f"stt_segments_total {self.segments_total}",
-                "# HELP stt_audio_seconds_total Seconds of audio received.",
-                "# TYPE stt_audio_seconds_total counter",
-                f"stt_audio_seconds_total {self.audio_seconds_total:.3f}",
-                "# HELP stt_errors_total Error messages sent to clients, by code.",
-                "# TYPE stt_errors_total counter",
             ]
-            lines += [f'stt_errors_total{{code="{code}"}} {n}' for code, n in sorted(self.errors.items())]
+            for name, help_text in COUNTERS.items():
+                lines += [f"# HELP stt_{name} {help_text}", f"# TYPE stt_{name} counter"]
+                lines += [f'stt_{name}{{dialect="{d}"}} {_number(v)}'
+                          for d, v in sorted(self.counters[name].items())]
+            lines += ["# HELP stt_errors_total Error messages sent to clients, by dialect and code.",
+                      "# TYPE stt_errors_total counter"]
+            lines += [f'stt_errors_total{{dialect="{d}",code="{code}"}} {n}'
+                      for (d, code), n in sorted(self.errors.items())]
             lines += ["# HELP stt_decode_seconds Time spent in one decode, by kind.",
                       "# TYPE stt_decode_seconds histogram"]
             for kind, h in self.decode.items():
@@ -78,3 +80,7 @@ class Metrics:
                 lines.append(f'stt_decode_seconds_sum{{kind="{kind}"}} {h.total:.6f}')
                 lines.append(f'stt_decode_seconds_count{{kind="{kind}"}} {h.n}')
         return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"

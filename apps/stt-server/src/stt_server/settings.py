@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from stt_core.settings import CommonSettings
 
+WYOMING_DEFAULT_PORT = 10300  # the port Home Assistant users know from wyoming-faster-whisper
+
 
 class ServerSettings(CommonSettings):
     host: str = "0.0.0.0"  # a LAN service by design; restrict with HOST=127.0.0.1
@@ -20,3 +22,26 @@ class ServerSettings(CommonSettings):
     # 0: auto (one single-threaded final decode per core on the CPU, one on a GPU)
     final_workers: int = Field(default=0, ge=0, le=64, description="decodes of finals at once")
     partial_workers: int = Field(default=1, ge=1, le=64, description="decodes of partials at once")
+    # ---- Wyoming (Home Assistant Assist) beside /stt, on HOST. Unset: 10300 when it is free (a
+    # warning when it is not); a number: that port or exit 78; 0: off
+    wyoming_port: int | None = Field(default=None, ge=0, le=65535)
+    # advertise _wyoming._tcp over mDNS; unset: on when the listener is on and reachable beyond loopback
+    wyoming_zeroconf: bool | None = None
+    # ---- the voice gate that finds trailing silence in a session's audio (the worker's names)
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    vad_tail_floor_db: float = Field(default=35.0, ge=0, le=90)
+
+    @property
+    def wyoming_explicit(self) -> bool:
+        return self.wyoming_port is not None
+
+    @property
+    def wyoming_listen_port(self) -> int:
+        return WYOMING_DEFAULT_PORT if self.wyoming_port is None else self.wyoming_port
+
+    @property
+    def advertise_wyoming(self) -> bool:
+        if self.wyoming_zeroconf is not None:
+            return self.wyoming_zeroconf and self.wyoming_listen_port != 0
+        loopback = self.host in ("127.0.0.1", "::1", "localhost")
+        return self.wyoming_listen_port != 0 and not loopback

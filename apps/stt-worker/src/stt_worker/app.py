@@ -23,7 +23,7 @@ from stt_core.errors import ConfigError, PeerError
 
 from . import control, hermes
 from . import utterances as u
-from .backend import BackendEvent, BackendName, ConnectionChanged, SpeechOptions, Stream
+from .backend import BackendEvent, BackendName, ConnectionChanged, Stream
 from .backends import REMOTE, Backends, fallback_of
 from .mqtt_link import Incoming, MqttLink
 from .payloads import Payloads, WorkerState
@@ -64,7 +64,7 @@ class Worker:
         self.machine = u.UtteranceMachine(
             gate=v.VadGate(settings.vad_config()), backend=saved.backend or settings.stt_backend,
             fallback=self.fallback, remote=REMOTE, final_timeout_s=settings.ws_final_timeout_s,
-            options=SpeechOptions(lang=settings.whisper_lang), muted=saved.muted)
+            options=settings.speech_options(), muted=saved.muted)
         self.backends = Backends(settings, self._emit)
         self.streams: dict[str, Stream] = {}  # by utterance id: the stream each one is on now
         self.source = make_source(settings)

@@ -15,16 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from stt_core.options import SpeechOptions
+
 # every value STT_BACKEND takes, in the order Home Assistant's select offers them
 BackendName = Literal["local", "ws"]
 BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
-
-
-@dataclass(frozen=True)
-class SpeechOptions:
-    """How an utterance is to be transcribed: the same for every backend."""
-
-    lang: str | None = "en"
 
 
 @dataclass(frozen=True)

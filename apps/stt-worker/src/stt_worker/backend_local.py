@@ -7,12 +7,23 @@ import asyncio
 import structlog
 from stt_core.build import build_engine
 from stt_core.engine import Engine, PartialResult, Segment
+from stt_core.errors import ConfigError, PeerError
 from stt_core.model import EMBEDDED_NAME
+from stt_core.options import SpeechOptions, check_options
 
-from .backend import BackendName, Emit, FinalText, PartialText, SpeechOptions, StreamFailed
+from .backend import BackendName, Emit, FinalText, PartialText, StreamFailed
 from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
+
+
+def _check(options: SpeechOptions, languages: tuple[str, ...]) -> None:
+    """WHISPER_LANG and WHISPER_TASK against what the loaded model can do: a configuration error."""
+    try:
+        check_options(languages=languages, language=options.language, task=options.task)
+    except PeerError as exc:
+        variable = "WHISPER_TASK" if "task" in exc.message.split(" ")[:2] else "WHISPER_LANG"
+        raise ConfigError(variable, exc.message) from None
 
 
 class LocalBackend:
@@ -53,6 +64,7 @@ class LocalBackend:
             build_engine, whisper_model=s.whisper_model, device=s.device, compute_type=s.compute_type,
             cpu_threads=s.cpu_threads, partial_interval_ms=s.partial_interval_ms,
             final_context_s=s.final_context_s)
+        _check(s.speech_options(), engine.decoder.languages)
         self.engine, self._model = engine, info.model
         return engine
 
@@ -95,7 +107,7 @@ class LocalStream:
             self._open(engine)
 
     def _open(self, engine: Engine) -> None:
-        self.segment = engine.open_segment(lang=self.options.lang, on_partial=self._partial)
+        self.segment = engine.open_segment(options=self.options, on_partial=self._partial)
         for pcm in self._pending:
             self.segment.feed_pcm16(pcm)
         self._pending.clear()

@@ -35,6 +35,7 @@ from stt_core.client import (
     ServerProblem,
 )
 from stt_core.daemon.backoff import Backoff
+from stt_core.options import SpeechOptions
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -44,7 +45,6 @@ from .backend import (
     Emit,
     FinalText,
     PartialText,
-    SpeechOptions,
     StreamFailed,
 )
 from .settings import WorkerSettings
@@ -67,8 +67,8 @@ class WsBackend:
     def __init__(self, settings: WorkerSettings, emit: Emit) -> None:
         self.settings = settings
         self._emit = emit
-        # the /stt protocol has one language per connection: WHISPER_LANG, sent in init
-        self.session = ClientSession(session_id=settings.site_id, lang=settings.whisper_lang)
+        # /stt takes the speech options once per connection, in init: the worker's are fixed
+        self.session = ClientSession(session_id=settings.site_id, options=settings.speech_options())
         self.backoff = Backoff(initial=0.5, cap=settings.reconnect_max_s)
         self._ws: ClientConnection | None = None
         self._model = "?"
@@ -106,7 +106,7 @@ class WsBackend:
         self._outbox.clear()
 
     def open(self, utterance_id: str, options: SpeechOptions) -> WsStream:
-        # options.lang is not sent: the server decodes every segment of a connection in init's language
+        # options are not sent per utterance: /stt decodes every segment of a connection with init's
         stream = WsStream(self, utterance_id)
         self._dispatch(self.session.open(utterance_id))  # fails at once while disconnected
         return stream

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
+from stt_core.options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS, SpeechOptions, Task
 from stt_core.settings import CommonSettings
 from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
 
@@ -31,8 +32,13 @@ class WorkerSettings(CommonSettings):
     ws_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)
     device: str = Field(default="cpu", pattern="^(?i)(cuda|cpu|auto)$")
-    # not LANG: that is the POSIX locale (en_US.UTF-8), set on most systems
-    whisper_lang: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    # not LANG: that is the POSIX locale (en_US.UTF-8), set on most systems. auto: detect (a
+    # multilingual model); what the model can do is checked when it is loaded (or by the server)
+    whisper_lang: str = Field(default="en", pattern=r"^([a-z]{2,3}|auto)$")
+    whisper_task: Task = "transcribe"
+    # a vocabulary bias for every utterance: room, device and people names
+    whisper_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    whisper_hotwords: str | None = Field(default=None, max_length=MAX_HOTWORDS_CHARS)
     # ---- audio
     audio_source: str = "mic"
     audio_device: str | None = None
@@ -101,6 +107,12 @@ class WorkerSettings(CommonSettings):
                          preroll_ms=self.vad_preroll_ms, hangover_ms=self.vad_hangover_ms,
                          min_speech_ms=self.vad_min_speech_ms, max_utterance_s=self.vad_max_utterance_s,
                          tail_floor_db=self.vad_tail_floor_db or None)
+
+    def speech_options(self) -> SpeechOptions:
+        """WHISPER_LANG/TASK/PROMPT/HOTWORDS, for whichever backend runs."""
+        return SpeechOptions(language=None if self.whisper_lang == "auto" else self.whisper_lang,
+                             task=self.whisper_task, prompt=self.whisper_prompt,
+                             hotwords=self.whisper_hotwords)
 
     @property
     def topics(self) -> Topics:

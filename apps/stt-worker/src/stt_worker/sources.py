@@ -10,56 +10,22 @@ import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
-from stt_core.audio import TARGET_RATE, StreamResampler, downmix, float_to_pcm16
+from stt_core.audio import TARGET_RATE, Framer, PcmConverter
 from stt_core.errors import ConfigError
 
 
-class Framer:
-    """Cuts a byte stream into frames of a fixed size, keeping the remainder for the next chunk."""
-
-    def __init__(self, frame_bytes: int) -> None:
-        self.frame_bytes = frame_bytes
-        self._buf = bytearray()
-
-    def push(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        n = len(self._buf) // self.frame_bytes
-        frames = [bytes(self._buf[i * self.frame_bytes:(i + 1) * self.frame_bytes]) for i in range(n)]
-        del self._buf[:n * self.frame_bytes]
-        return frames
-
-    def flush(self) -> list[bytes]:
-        """The remainder padded with silence to a whole frame (the end of a file is not cut)."""
-        if not self._buf:
-            return []
-        frame = bytes(self._buf) + b"\0" * (self.frame_bytes - len(self._buf))
-        self._buf.clear()
-        return [frame]
-
-
 class Converter:
-    """Any S16LE rate and channel count to 16 kHz mono frames."""
+    """Any S16LE rate and channel count to 16 kHz mono frames of the gate's size."""
 
     def __init__(self, rate: int, channels: int, frame_ms: int) -> None:
-        self.channels = channels
-        self.resampler = StreamResampler(rate)
+        self.pcm = PcmConverter(rate, channels)
         self.framer = Framer(TARGET_RATE * frame_ms // 1000 * 2)
-        # 16 kHz mono already (a microphone that takes 16 kHz, most WAVs here): bytes pass untouched.
-        # Converting every frame to float and back was most of an idle worker's CPU.
-        self.passthrough = rate == TARGET_RATE and channels == 1
 
     def push(self, pcm: bytes) -> list[bytes]:
-        if self.passthrough:
-            return self.framer.push(pcm)
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        mono = downmix(samples[: len(samples) - len(samples) % self.channels], self.channels)
-        return self.framer.push(float_to_pcm16(self.resampler.process(mono)))
+        return self.framer.push(self.pcm.push(pcm))
 
     def flush(self) -> list[bytes]:
-        if self.passthrough:
-            return self.framer.flush()
-        return self.framer.push(float_to_pcm16(self.resampler.flush())) + self.framer.flush()
+        return self.framer.push(self.pcm.flush()) + self.framer.flush()
 
 
 class WavSource:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stt_core import vad as v
+from stt_core.options import SpeechOptions
 
 from .backend import (
     BackendEvent,
@@ -35,7 +36,6 @@ from .backend import (
     ConnectionChanged,
     FinalText,
     PartialText,
-    SpeechOptions,
 )
 from .control import ControlError
 

@@ -65,3 +65,63 @@ def resample(audio: Float32Array, rate: int, target: int = TARGET_RATE) -> Float
         return audio
     out: Float32Array = soxr.resample(audio, rate, target).astype(np.float32, copy=False)
     return out
+
+
+# the sample widths (bytes) a peer may declare, and the scale of each as signed samples
+_WIDTHS = {1: 128.0, 2: 32768.0, 4: 2147483648.0}
+WIDTHS = tuple(_WIDTHS)
+
+
+class PcmConverter:
+    """Interleaved PCM of any rate (8-48 kHz), channel count and width (8-bit unsigned, 16- or 32-bit
+    signed, little-endian) to 16 kHz mono S16LE, as a stream: one converter per stream, so the
+    resampler's state carries across chunk boundaries. Input that is 16 kHz mono S16 already passes
+    through untouched (converting every frame to float and back was most of an idle worker's CPU)."""
+
+    def __init__(self, rate: int, channels: int = 1, width: int = 2) -> None:
+        if width not in _WIDTHS:
+            raise ValueError(f"sample width must be one of {WIDTHS} bytes, got {width}")
+        self.rate, self.channels, self.width = rate, channels, width
+        self.frame_bytes = channels * width  # one sample of every channel
+        self.passthrough = rate == TARGET_RATE and channels == 1 and width == 2
+        self._resampler = StreamResampler(rate)
+
+    def push(self, pcm: bytes) -> bytes:
+        """The converted audio of ``pcm``, which must hold whole frames (``frame_bytes``)."""
+        if len(pcm) % self.frame_bytes:
+            raise ValueError(f"{len(pcm)} bytes is not a whole number of {self.frame_bytes}-byte frames")
+        if self.passthrough:
+            return pcm
+        if self.width == 1:
+            samples = (np.frombuffer(pcm, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+        else:
+            ints = np.frombuffer(pcm, dtype="<i2" if self.width == 2 else "<i4")
+            samples = (ints.astype(np.float32) / _WIDTHS[self.width]).astype(np.float32)
+        return float_to_pcm16(self._resampler.process(downmix(samples, self.channels)))
+
+    def flush(self) -> bytes:
+        """What the resampler still holds at the end of the stream."""
+        return b"" if self.passthrough else float_to_pcm16(self._resampler.flush())
+
+
+class Framer:
+    """Cuts a byte stream into frames of a fixed size, keeping the remainder for the next chunk."""
+
+    def __init__(self, frame_bytes: int) -> None:
+        self.frame_bytes = frame_bytes
+        self._buf = bytearray()
+
+    def push(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        n = len(self._buf) // self.frame_bytes
+        frames = [bytes(self._buf[i * self.frame_bytes:(i + 1) * self.frame_bytes]) for i in range(n)]
+        del self._buf[:n * self.frame_bytes]
+        return frames
+
+    def flush(self) -> list[bytes]:
+        """The remainder padded with silence to a whole frame (the end of a file is not cut)."""
+        if not self._buf:
+            return []
+        frame = bytes(self._buf) + b"\0" * (self.frame_bytes - len(self._buf))
+        self._buf.clear()
+        return [frame]

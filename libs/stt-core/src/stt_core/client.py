@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from . import protocol as p
 from .errors import PeerError
+from .options import SpeechOptions
 
 # ``error`` codes after which the server will not serve this connection: everything fails at once
 FATAL_SERVER_ERRORS = frozenset({"server_busy", "shutting_down", "unauthorized"})
@@ -154,11 +155,12 @@ class ClientSession:
     """One client's side of ``/stt``, across connections: ``connected()`` after each connection is
     made, ``lost()`` after each one ends (or the adapter gave up on it)."""
 
-    def __init__(self, session_id: str | None, lang: str | None, sample_rate: int = 16_000) -> None:
+    def __init__(self, session_id: str | None, options: SpeechOptions, sample_rate: int = 16_000) -> None:
         # built once: a bad id or rate is a programming error, found at start, not on the wire. No
         # language (detect it) goes out as "": ``encode`` leaves out None, and the server's default is "en"
         self._init = p.Init(type="init", session_id=session_id, sample_rate=sample_rate,
-                            lang=lang if lang is not None else "")
+                            lang=options.language if options.language is not None else "",
+                            task=options.task, prompt=options.prompt, hotwords=options.hotwords)
         self._connected = False
         self._ready = False
         self._protocol = 1

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import TARGET_RATE, Float32Array
+from .options import SpeechOptions, model_languages
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,12 @@ def cut_loop(text: str) -> str:
 class Decoder(Protocol):
     model_name: str
 
-    def final(self, audio: Float32Array, lang: str | None) -> Transcript: ...
+    @property
+    def languages(self) -> tuple[str, ...]: ...
 
-    def partial(self, audio: Float32Array, lang: str | None) -> Transcript: ...
+    def final(self, audio: Float32Array, options: SpeechOptions) -> Transcript: ...
+
+    def partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript: ...
 
 
 def confidence(mean_logprob: float, speech_prob: float) -> float:
@@ -117,7 +121,7 @@ class WhisperDecoder:
         # audio up to this long gets a short-context partial; longer tails the full, timestamped decode
         self.fast_partial_max_s = fast_partial_max_s
         self.multilingual = bool(model.model.is_multilingual)
-        self._tokenizers: dict[str, Any] = {}
+        self._tokenizers: dict[tuple[str, str], Any] = {}
         self._suppress_tokens: list[int] | None = None
         # Silero's ONNX session is created lazily by faster-whisper; make that happen once, safely.
         self._vad_lock = threading.Lock()
@@ -136,19 +140,38 @@ class WhisperDecoder:
         spans = get_speech_timestamps(audio, VadOptions(min_speech_duration_ms=150, threshold=0.5))
         return bool(spans)
 
-    def final(self, audio: Float32Array, lang: str | None) -> Transcript:
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """What this model can transcribe (``en`` alone for the ``.en`` models)."""
+        return model_languages(self.multilingual)
+
+    def final(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         if not self.has_speech(audio):
             return EMPTY
         duration = audio.size / TARGET_RATE
         if (self.final_context_s < FULL_CONTEXT_S and duration + MIN_SILENCE_S <= FULL_CONTEXT_S
-                and (lang or not self.multilingual)):
-            short = self._short_context_final(audio, lang or "en")
+                and (options.language or not self.multilingual)):
+            short = self._short_context_final(audio, options)
             if short is not None:
                 return short
-        segments, info = self.model.transcribe(audio, language=lang, beam_size=self.beam_size)
+        segments, info = self.model.transcribe(audio, language=options.language, beam_size=self.beam_size,
+                                               **self._bias(options))
         return self._transcript(list(segments), info.language)
 
-    def _short_context_final(self, audio: Float32Array, lang: str) -> Transcript | None:
+    @staticmethod
+    def _bias(options: SpeechOptions) -> dict[str, Any]:
+        """The task, prompt and hotwords as faster-whisper's keywords, only where they differ from its
+        defaults: a session that asks for nothing gets exactly the offline decode."""
+        out: dict[str, Any] = {}
+        if options.task != "transcribe":
+            out["task"] = options.task
+        if options.prompt:
+            out["initial_prompt"] = options.prompt
+        if options.hotwords:
+            out["hotwords"] = options.hotwords
+        return out
+
+    def _short_context_final(self, audio: Float32Array, options: SpeechOptions) -> Transcript | None:
         """Beam search over an encoder context of ``final_context_s`` (at least the audio plus
         ``MIN_SILENCE_S`` of silence) instead of Whisper's 30 s window; None when the result shows any
         sign of a decode gone wrong, and the caller then decodes exactly as offline faster-whisper.
@@ -166,31 +189,34 @@ class WhisperDecoder:
 
         duration = audio.size / TARGET_RATE
         context_s = min(FULL_CONTEXT_S, max(self.final_context_s, duration + MIN_SILENCE_S))
-        tok, result, max_length = self._decode_on_context(audio, lang, context_s, beam_size=self.beam_size)
+        tok, result, prompt_len, max_length = self._decode_on_context(audio, options, context_s,
+                                                                      beam_size=self.beam_size)
         tokens = result.sequences_ids[0]
         text = tok.decode(tokens).strip()
         logprob = float(result.scores[0])  # length-normalised: the mean log-probability per token
         if (not text or cut_loop(text) != text or get_compression_ratio(text) > COMPRESSION_RATIO_MAX
-                or logprob < LOGPROB_MIN or len(tokens) + len(tok.sot_sequence) + 1 >= max_length):
+                or logprob < LOGPROB_MIN or len(tokens) + prompt_len >= max_length):
             return None
-        return self._untimed(text, result, lang, duration)
+        return self._untimed(text, result, tok.language_code, duration)
 
-    def partial(self, audio: Float32Array, lang: str | None) -> Transcript:
+    def partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         # No Silero pass here: at the very start of an utterance it has too little context to say
         # "speech", and the first partial is the one a person waits for. Whisper's own no-speech
         # probability drops the "you" it would print on silence instead.
         if audio.size < TARGET_RATE // 10 or float(np.max(np.abs(audio))) < 1e-3:
             return EMPTY
-        if audio.size <= self.fast_partial_max_s * TARGET_RATE and (lang or not self.multilingual):
-            return self._short_context_partial(audio, lang or "en")
+        fits = audio.size <= self.fast_partial_max_s * TARGET_RATE
+        if fits and (options.language or not self.multilingual):
+            return self._short_context_partial(audio, options)
         # Long tails (past the engine's partial window) need segment timestamps to commit a prefix.
         segments, info = self.model.transcribe(
-            audio, language=lang, beam_size=1, temperature=0.0, condition_on_previous_text=False,
+            audio, language=options.language, beam_size=1, temperature=0.0, condition_on_previous_text=False,
+            **self._bias(options),
         )
         kept = [s for s in segments if s.no_speech_prob < NO_SPEECH_PARTIAL]
         return self._transcript(kept, info.language)
 
-    def _short_context_partial(self, audio: Float32Array, lang: str) -> Transcript:
+    def _short_context_partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         """A greedy decode whose encoder sees only the audio plus some silence, not 30 s.
 
         Whisper pads every input to 30 s, so a partial of one second of speech costs as much encoder
@@ -200,12 +226,12 @@ class WhisperDecoder:
         a CPU. Finals have their own, checked, variant: ``_short_context_final``.
         """
         duration = audio.size / TARGET_RATE
-        tok, result, _ = self._decode_on_context(audio, lang, max(SHORT_CONTEXT_S, duration + MIN_SILENCE_S),
-                                                 beam_size=1)
+        tok, result, _, _ = self._decode_on_context(
+            audio, options, max(SHORT_CONTEXT_S, duration + MIN_SILENCE_S), beam_size=1)
         text = cut_loop(tok.decode(result.sequences_ids[0]).strip())
         if not text or result.no_speech_prob >= NO_SPEECH_PARTIAL:
             return EMPTY
-        return self._untimed(text, result, lang, duration)
+        return self._untimed(text, result, tok.language_code, duration)
 
     @staticmethod
     def _untimed(text: str, result: Any, lang: str, duration: float) -> Transcript:
@@ -214,31 +240,35 @@ class WhisperDecoder:
         sure = confidence(float(result.scores[0]), 1 - result.no_speech_prob)
         return Transcript(text=text, confidence=sure, language=lang, pieces=(Piece(0.0, duration, text),))
 
-    def _decode_on_context(self, audio: Float32Array, lang: str, context_s: float,
-                           beam_size: int) -> tuple[Any, Any, int]:
+    def _decode_on_context(self, audio: Float32Array, options: SpeechOptions, context_s: float,
+                           beam_size: int) -> tuple[Any, Any, int, int]:
         """One decode, without timestamps, whose encoder sees the audio then silence up to ``context_s``
-        (not Whisper's 30 s). Returns the tokenizer, CTranslate2's result and the length limit used."""
+        (not Whisper's 30 s). The prompt is faster-whisper's own (``get_prompt``: the hotwords and the
+        initial prompt after ``sot_prev``), as its offline decode builds it. Returns the tokenizer,
+        CTranslate2's result, the prompt's length and the length limit (prompt included) used."""
         duration = audio.size / TARGET_RATE
         silence = np.zeros(int((context_s - duration) * TARGET_RATE), dtype=np.float32)
         features = self.model.feature_extractor(np.concatenate([audio, silence]), padding=0)
         features = features[:, : features.shape[1] // 2 * 2]  # the encoder's first conv has stride 2
-        tok = self._tokenizer(lang)
+        tok = self._tokenizer(options.language or "en", options.task)
+        previous = tok.encode(" " + options.prompt) if options.prompt else []
+        prompt = self.model.get_prompt(tok, previous, without_timestamps=True, hotwords=options.hotwords)
         # speech runs at 2-5 tokens a second; 8 a second plus a margin is room for any real sentence
-        max_length = min(self.model.max_length, int(duration * 8) + 24)
+        max_length = min(self.model.max_length, len(prompt) + int(duration * 8) + 22)
         result = self.model.model.generate(
-            self.model.encode(features), [[*tok.sot_sequence, tok.no_timestamps]], beam_size=beam_size,
+            self.model.encode(features), [prompt], beam_size=beam_size,
             max_length=max_length, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress(tok),
         )[0]
-        return tok, result, max_length
+        return tok, result, len(prompt), max_length
 
-    def _tokenizer(self, lang: str) -> Any:
+    def _tokenizer(self, lang: str, task: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
 
-        tok = self._tokenizers.get(lang)
+        tok = self._tokenizers.get((lang, task))
         if tok is None:  # read-only once built, so sharing it between decode threads is safe
-            tok = self._tokenizers[lang] = Tokenizer(self.model.hf_tokenizer, self.multilingual,
-                                                     task="transcribe", language=lang)
+            tok = self._tokenizers[(lang, task)] = Tokenizer(self.model.hf_tokenizer, self.multilingual,
+                                                             task=task, language=lang)
         return tok
 
     def _suppress(self, tok: Any) -> list[int]:

@@ -35,6 +35,9 @@ import structlog
 
 from .audio import TARGET_RATE, Float32Array, StreamResampler, pcm16_to_float
 from .decoder import Decoder, Transcript
+from .options import SpeechOptions
+
+DEFAULT_OPTIONS = SpeechOptions()
 
 log = structlog.get_logger(__name__)
 
@@ -86,13 +89,13 @@ class Engine:
     def model_name(self) -> str:
         return self.decoder.model_name
 
-    def open_segment(self, *, sample_rate: int = TARGET_RATE, lang: str | None = "en",
+    def open_segment(self, *, sample_rate: int = TARGET_RATE, options: SpeechOptions = DEFAULT_OPTIONS,
                      on_partial: PartialCallback | None = None) -> Segment:
-        return Segment(self, sample_rate=sample_rate, lang=lang, on_partial=on_partial)
+        return Segment(self, sample_rate=sample_rate, options=options, on_partial=on_partial)
 
-    async def transcribe(self, audio: Float32Array, lang: str | None = "en") -> FinalResult:
+    async def transcribe(self, audio: Float32Array, options: SpeechOptions = DEFAULT_OPTIONS) -> FinalResult:
         """Decode a whole utterance at once (the final path, without streaming)."""
-        seg = self.open_segment(lang=lang)
+        seg = self.open_segment(options=options)
         seg.feed(audio)
         return await seg.finish()
 
@@ -148,10 +151,10 @@ class Engine:
 class Segment:
     """One utterance. ``feed`` is cheap and synchronous; decoding happens in the engine's pools."""
 
-    def __init__(self, engine: Engine, *, sample_rate: int, lang: str | None,
+    def __init__(self, engine: Engine, *, sample_rate: int, options: SpeechOptions,
                  on_partial: PartialCallback | None) -> None:
         self.engine = engine
-        self.lang = lang
+        self.options = options
         self._resampler = StreamResampler(sample_rate)
         # feed() runs on the event loop, audio() also in a decode thread (a partial reads the latest
         # audio when its decode starts), so the chunk list is guarded
@@ -210,7 +213,7 @@ class Segment:
             return
         audio = self.audio()
         self._speculative = asyncio.get_running_loop().create_task(
-            self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang)))
+            self.engine._run("final", lambda: self.engine.decoder.final(audio, self.options)))
         # silence adds nothing to a partial; leave the CPU to the final
         self._paused = True
 
@@ -234,11 +237,12 @@ class Segment:
             if speculative is not None:
                 result = await speculative
             else:
-                result = await self.engine._run("final", lambda: self.engine.decoder.final(audio, self.lang))
+                decoder = self.engine.decoder
+                result = await self.engine._run("final", lambda: decoder.final(audio, self.options))
         finally:
             self.engine.active_segments -= 1
         return FinalResult(text=result.text, confidence=result.confidence, t_ms=self._t_ms(audio.size),
-                           language=result.language or self.lang,
+                           language=result.language or self.options.language,
                            decode_ms=int((time.perf_counter() - t0) * 1000),
                            speculative=speculative is not None)
 
@@ -296,7 +300,7 @@ class Segment:
             audio = self.audio()
             snapshot["end"] = audio.size
             snapshot["start"] = self._committed_samples
-            return self.engine.decoder.partial(audio[self._committed_samples:], self.lang)
+            return self.engine.decoder.partial(audio[self._committed_samples:], self.options)
 
         result = await self.engine._run("partial", work)
         if self._finished:

@@ -3,6 +3,7 @@
 Client -> server (JSON text frames, plus binary frames of PCM S16LE mono)::
 
     {"type":"init","session_id":"optional-id","sample_rate":16000,"lang":"en","enable_partials":true}
+        (extension: "task", "prompt", "hotwords": per-session speech options, see options.py)
     <binary PCM frames, 20-40 ms each>
     {"type":"end"}
     {"type":"health"}                      (extension: ask for a health message)
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAd
 
 from .audio import MAX_RATE, MIN_RATE
 from .errors import PeerError
+from .options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS
 
 PROTOCOL_VERSION = 2  # 2: pause/resume
 
@@ -45,8 +47,12 @@ class Init(_Message):
     session_id: str | None = Field(default=None, max_length=128)
     # strict: "16000" or "fast" is a client bug worth reporting, not something to guess at
     sample_rate: StrictInt = Field(default=16_000, ge=MIN_RATE, le=MAX_RATE)
-    lang: str | None = Field(default="en", max_length=16)
+    lang: str | None = Field(default="en", max_length=16)  # null or "" or "auto": detect (multilingual)
     enable_partials: StrictBool = True
+    # per-session speech options (extension); checked against the model by ``options.check_options``
+    task: str = Field(default="transcribe", max_length=16)  # or "translate"
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    hotwords: str | None = Field(default=None, max_length=MAX_HOTWORDS_CHARS)
 
 
 class End(_Message):
@@ -166,10 +172,3 @@ def decode_server_message(text: str) -> Ready | Partial | Final | Health | Error
     except (json.JSONDecodeError, ValidationError) as exc:
         raise PeerError("bad_server_message",
                         f"unexpected message from server: {text[:200]!r} ({exc})") from None
-
-
-def encode_init(*, session_id: str | None, sample_rate: int, lang: str | None,
-                enable_partials: bool = True) -> str:
-    """The client's first message (used by the worker's ws backend)."""
-    return Init(type="init", session_id=session_id, sample_rate=sample_rate, lang=lang,
-                enable_partials=enable_partials).model_dump_json(exclude_none=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from . import protocol as p
 from .errors import PeerError
+from .options import SpeechOptions, check_options
 
 
 class CloseCode(enum.IntEnum):
@@ -46,7 +47,7 @@ class Send:
 class OpenSegment:
     index: int
     sample_rate: int
-    lang: str | None
+    options: SpeechOptions
     enable_partials: bool
 
 
@@ -94,15 +95,17 @@ class Limits:
 
 @dataclass
 class SessionMachine:
-    """One connection's protocol state. ``model`` and ``partial_interval_ms`` only fill ``ready``."""
+    """One connection's protocol state. ``model`` and ``partial_interval_ms`` only fill ``ready``;
+    ``languages`` are the model's, against which ``init``'s options are checked."""
 
     limits: Limits = field(default_factory=Limits)
     model: str = ""
     partial_interval_ms: int = 300
+    languages: tuple[str, ...] = ("en",)
     state: State = State.AWAITING_INIT
     session_id: str = ""
     sample_rate: int = 16_000
-    lang: str | None = "en"
+    options: SpeechOptions = field(default_factory=SpeechOptions)
     enable_partials: bool = True
     segment: int = 0
     _segment_bytes: int = 0
@@ -146,7 +149,7 @@ class SessionMachine:
             self.segment += 1
             self._segment_bytes = 0
             self.state = State.IN_SEGMENT
-            actions.append(OpenSegment(self.segment, self.sample_rate, self.lang, self.enable_partials))
+            actions.append(OpenSegment(self.segment, self.sample_rate, self.options, self.enable_partials))
         self._segment_bytes += len(data)
         actions.append(Audio(data))
         if self._segment_bytes / 2 / self.sample_rate >= self.limits.max_segment_s:
@@ -180,9 +183,13 @@ class SessionMachine:
     def _on_init(self, msg: p.Init) -> list[Action]:
         if self.state is not State.AWAITING_INIT:
             return self._error(PeerError("already_initialized", "init may be sent once per connection"))
+        try:
+            self.options = check_options(languages=self.languages, language=msg.lang, task=msg.task,
+                                         prompt=msg.prompt, hotwords=msg.hotwords)
+        except PeerError as exc:
+            return self._error(PeerError(exc.code, f"init: {exc.message}", fatal=True))
         self.session_id = msg.session_id or uuid.uuid4().hex[:12]
         self.sample_rate = msg.sample_rate
-        self.lang = msg.lang or None
         self.enable_partials = msg.enable_partials
         self.state = State.IDLE
         return [Send(p.Ready(session_id=self.session_id, sample_rate=self.sample_rate, model=self.model,

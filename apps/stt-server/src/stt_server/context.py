@@ -1,0 +1,113 @@
+"""What every listener and connection of the server shares: settings, the one engine, metrics, the
+count of sessions, and whether the server is stopping.
+
+Each dialect's connection (``/stt`` in ``connection.py``, Wyoming in ``wyoming_server.py``) takes a
+``Context``; none of them imports the others or ``app.py``, which builds the context and serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
+
+from stt_core import __version__
+from stt_core import protocol as p
+from stt_core.build import EngineInfo
+from stt_core.engine import Engine, FinalResult, PartialResult, Segment
+from stt_core.options import SpeechOptions
+
+from .metrics import Metrics
+from .settings import ServerSettings
+
+Dialect = Literal["stt", "wyoming"]
+
+
+class Session(Protocol):
+    """A connection of any dialect, as the server sees it: it can be told to finish and close."""
+
+    async def shutdown(self) -> None: ...
+
+
+class Context:
+    def __init__(self, settings: ServerSettings, engine: Engine, info: EngineInfo) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.info = info
+        self.metrics = Metrics()
+        engine.on_decode = self.metrics.observe_decode
+        self.sessions: set[Session] = set()
+        self.stopping = asyncio.Event()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return self.engine.decoder.languages
+
+    def refusal(self) -> str | None:
+        """Why a new session cannot be taken now (the same limit for every dialect), or None."""
+        if self.stopping.is_set():
+            return "shutting_down"
+        if len(self.sessions) >= self.settings.max_sessions:
+            return "server_busy"
+        return None
+
+    def health_fields(self) -> dict[str, Any]:
+        return {"ok": not self.stopping.is_set(), "model": self.info.model, "device": self.info.device,
+                "compute_type": self.info.compute_type, "active_sessions": len(self.sessions)}
+
+    def health(self) -> dict[str, object]:
+        return {**self.health_fields(), "version": __version__, "protocol": p.PROTOCOL_VERSION,
+                "partial_interval_ms": self.settings.partial_interval_ms}
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(active_sessions=len(self.sessions),
+                                   active_segments=self.engine.active_segments)
+
+
+class SegmentRunner:
+    """One dialect session's segment on the shared engine: the engine actions every session machine
+    returns (open, audio, pause, resume, end), carried out the same way for each, with its metrics."""
+
+    def __init__(self, ctx: Context, dialect: Dialect) -> None:
+        self.ctx = ctx
+        self.dialect: Dialect = dialect
+        self.segment: Segment | None = None
+        self._rate = 16_000
+
+    @property
+    def open(self) -> bool:
+        return self.segment is not None
+
+    def start(self, sample_rate: int, options: SpeechOptions,
+              on_partial: Callable[[PartialResult], Awaitable[None]] | None) -> None:
+        if self.segment is not None:
+            self.segment.cancel()
+        self._rate = sample_rate
+        self.segment = self.ctx.engine.open_segment(sample_rate=sample_rate, options=options,
+                                                    on_partial=on_partial)
+
+    def feed(self, pcm16: bytes) -> None:
+        if self.segment is not None:
+            self.segment.feed_pcm16(pcm16)
+            self.ctx.metrics.count("audio_seconds_total", len(pcm16) / 2 / self._rate, dialect=self.dialect)
+
+    def pause(self) -> None:
+        if self.segment is not None:
+            self.segment.pause()
+
+    def resume(self) -> None:
+        if self.segment is not None:
+            self.segment.resume()
+
+    async def finish(self) -> FinalResult | None:
+        segment, self.segment = self.segment, None
+        if segment is None:
+            return None
+        result = await segment.finish()
+        self.ctx.metrics.count("segments_total", dialect=self.dialect)
+        return result
+
+    def cancel(self) -> None:
+        segment, self.segment = self.segment, None
+        if segment is not None:
+            segment.cancel()
