@@ -10,16 +10,19 @@ from pathlib import Path
 from stt_core import __version__
 from stt_core.build import build_engine
 from stt_core.daemon.config import exit_config, load
+from stt_core.daemon.imports import ignore_pythonpath
 from stt_core.daemon.logs import configure_logging
 from stt_core.errors import ConfigError
 
-from .app import Server
 from .settings import ServerSettings
 
 PROG = "stt-server"
 
 
 def main(argv: list[str] | None = None) -> None:
+    ignore_pythonpath()
+    from .app import Server  # the Wyoming listener's package among its imports: after the line above
+
     parser = argparse.ArgumentParser(prog=PROG, description="Real-time speech-to-text: /stt and Wyoming.")
     parser.add_argument("--env-file", type=Path, default=os.environ.get("STT_ENV_FILE") or None,
                         help="read variables from this file too (the environment wins)")
