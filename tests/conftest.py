@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.procs import Mosquitto, Proc, start_server
+from harness.procs import Mosquitto, Proc, free_port, start_server
+
+_wyoming: dict[str, int] = {}
 
 
 @pytest.fixture
@@ -18,7 +20,15 @@ def broker() -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[tuple[Proc, int]]:
-    """One real stt-server for the tests that only use it (tests that kill a server start their own)."""
-    proc, port = start_server()
+    """One real stt-server for the tests that only use it (tests that kill a server start their own),
+    with its Wyoming listener on a free port (``wyoming_port``)."""
+    _wyoming["port"] = free_port()
+    proc, port = start_server({"WYOMING_PORT": str(_wyoming["port"])})
     yield proc, port
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def wyoming_port(server: tuple[Proc, int]) -> int:
+    """The session server's Wyoming port."""
+    return _wyoming["port"]

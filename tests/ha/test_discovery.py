@@ -87,7 +87,7 @@ def test_entities_and_their_topics() -> None:
     assert o["last_transcript"]["json_attributes_topic"] == "stt/kitchen/transcript/last"
     assert o["mute"]["command_topic"] == "stt/kitchen/mute/set"
     assert o["backend"]["command_topic"] == "stt/kitchen/backend/set"
-    assert o["backend"]["options"] == ["local", "ws"]
+    assert o["backend"]["options"] == ["local", "ws", "wyoming"]
     assert o["listen"]["command_topic"] == "stt/kitchen/listen/set"
     diagnostic = {k for k, c in o.items() if c.get("entity_category") == "diagnostic"}
     assert diagnostic == {"server", "latency", "confidence"}

@@ -22,13 +22,15 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)$")
 STATE_FIELDS = {"backend", "backend_connected", "listening", "model", "version"}
 
 
-def backend_env(backend: str, server: tuple[Proc, int]) -> dict[str, str]:
+def backend_env(backend: str, server: tuple[Proc, int], wyoming_port: int) -> dict[str, str]:
     if backend == "local":
         return {"STT_BACKEND": "local"}
     # A generous final timeout: these tests check the server's finals, and a loaded CI core must not
     # turn one into a (correct, but different) local fallback.
-    return {"STT_BACKEND": "ws", "WS_URL": f"ws://127.0.0.1:{server[1]}/stt", "STT_FALLBACK": "local",
-            "WS_FINAL_TIMEOUT_S": "20", "WS_CONNECT_TIMEOUT_S": "15"}
+    timeouts = {"STT_FALLBACK": "local", "WS_FINAL_TIMEOUT_S": "20", "WS_CONNECT_TIMEOUT_S": "15"}
+    if backend == "wyoming":
+        return {"STT_BACKEND": "wyoming", "WYOMING_URI": f"tcp://127.0.0.1:{wyoming_port}", **timeouts}
+    return {"STT_BACKEND": "ws", "WS_URL": f"ws://127.0.0.1:{server[1]}/stt", **timeouts}
 
 
 def parse_time(value: str) -> datetime:
@@ -65,16 +67,16 @@ def fast_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return h.speech_wav(tmp_path_factory.mktemp("e2e") / "five.wav", FAST_IDS, gap_s=1.5)
 
 
-@pytest.mark.parametrize("backend", ["local", "ws"])
+@pytest.mark.parametrize("backend", ["local", "ws", "wyoming"])
 def test_every_sentence_of_a_wav_is_transcribed_and_published(
-        broker: Mosquitto, server: tuple[Proc, int], fast_wav: Path, backend: str) -> None:
+        broker: Mosquitto, server: tuple[Proc, int], wyoming_port: int, fast_wav: Path, backend: str) -> None:
     """AUDIO_REALTIME=0, five sentences: one final per sentence (WER <= 15%, in the order spoken), each
     with every documented field (ISO-8601 UTC times within the run, the backend that made it, the model),
     no error events, and the worker exits 0 by itself at the end of the file, leaving retained
     availability=offline, speech=OFF and a state that is no longer listening for a new subscriber."""
     col = h.Collector(broker.port)
     t0 = time.time()
-    w = h.start_worker(h.worker_env(broker.port, fast_wav, **backend_env(backend, server)))
+    w = h.start_worker(h.worker_env(broker.port, fast_wav, **backend_env(backend, server, wyoming_port)))
     try:
         assert h.wait_exit(w, 120) == 0, h.tail(w)
     finally:
@@ -96,9 +98,9 @@ def test_every_sentence_of_a_wav_is_transcribed_and_published(
     assert state["listening"] is False, state
 
 
-@pytest.mark.parametrize("backend", ["local", "ws"])
+@pytest.mark.parametrize("backend", ["local", "ws", "wyoming"])
 def test_real_time_run_with_partials_and_live_retained_state(
-        broker: Mosquitto, server: tuple[Proc, int], tmp_path: Path, backend: str) -> None:
+        broker: Mosquitto, server: tuple[Proc, int], wyoming_port: int, tmp_path: Path, backend: str) -> None:
     """AUDIO_REALTIME=1 (the default): the file plays in real time. While a sentence is spoken, partials
     flow (each naming the utterance and the backend) before its final, and a NEW subscriber is told
     (retained) availability=online, speech=ON and the state {backend, backend_connected: true,
@@ -107,7 +109,7 @@ def test_real_time_run_with_partials_and_live_retained_state(
     then sees availability=offline and speech=OFF."""
     wav = h.speech_wav(tmp_path / "rt.wav", REALTIME_IDS, gap_s=1.5)
     col = h.Collector(broker.port)
-    env = h.worker_env(broker.port, wav, AUDIO_REALTIME="1", **backend_env(backend, server))
+    env = h.worker_env(broker.port, wav, AUDIO_REALTIME="1", **backend_env(backend, server, wyoming_port))
     t0 = time.time()
     w = h.start_worker(env)
     try:

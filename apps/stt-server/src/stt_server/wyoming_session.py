@@ -255,8 +255,12 @@ class WyomingSession:
         return actions
 
     def final(self, result: FinalResult) -> list[Action]:
-        """The segment's final: ``transcript``, then ``transcript-stop`` if a stream was started."""
-        actions: list[Action] = [Reply(Transcript(text=result.text, language=result.language).event())]
+        """The segment's final: ``transcript``, then ``transcript-stop`` if a stream was started. The
+        transcript carries one field the package does not define, ``confidence`` (0-1, as ``/stt``'s
+        finals): clients read only the fields they know, and stt-worker's Wyoming backend reads it."""
+        transcript = Transcript(text=result.text, language=result.language).event()
+        transcript.data["confidence"] = result.confidence
+        actions: list[Action] = [Reply(transcript)]
         if self._started:
             self._started = False
             actions.append(Reply(TranscriptStop().event()))

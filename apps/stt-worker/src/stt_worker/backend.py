@@ -18,7 +18,7 @@ from typing import Literal, Protocol, get_args
 from stt_core.options import SpeechOptions
 
 # every value STT_BACKEND takes, in the order Home Assistant's select offers them
-BackendName = Literal["local", "ws"]
+BackendName = Literal["local", "ws", "wyoming"]
 BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 
 

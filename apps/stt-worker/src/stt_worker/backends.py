@@ -37,9 +37,16 @@ class Kind:
     build: Callable[[WorkerSettings, Emit], Backend]
 
 
+def _wyoming(settings: WorkerSettings, emit: Emit) -> Backend:
+    from .backend_wyoming import WyomingBackend
+
+    return WyomingBackend(settings, emit)
+
+
 KINDS: dict[BackendName, Kind] = {
     "local": Kind("local", remote=False, build=_local),
     "ws": Kind("ws", remote=True, build=_ws),
+    "wyoming": Kind("wyoming", remote=True, build=_wyoming),
 }
 assert tuple(KINDS) == BACKEND_NAMES, "every backend name has exactly one kind, in the same order"
 

@@ -27,7 +27,10 @@ class WorkerSettings(CommonSettings):
     stt_fallback: Literal["local", "none"] = "local"
     ws_url: str = Field(default="ws://localhost:9000/stt", pattern=r"^wss?://")
     ws_token: SecretStr | None = None
-    # a server that has not sent the final this long after `end` is treated as down for this utterance
+    # STT_BACKEND=wyoming: a Wyoming speech-to-text server (stt-server's listener, wyoming-faster-whisper)
+    wyoming_uri: str = Field(default="tcp://localhost:10300", pattern=r"^tcp://[^\s/:]+:\d{1,5}$")
+    # a server (ws or wyoming) that has not sent the final this long after the end of an utterance is
+    # treated as down for this utterance
     ws_final_timeout_s: float = Field(default=5.0, gt=0, le=120)
     ws_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)
