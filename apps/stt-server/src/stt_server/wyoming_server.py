@@ -44,31 +44,55 @@ class FrameTooLarge(Exception):
         super().__init__(f"{what} of {size} bytes is over the limit of {limit}")
 
 
+class BadFrame(Exception):
+    """Bytes that are not a Wyoming event (``async_read_event`` would answer them with None, as it
+    answers the end of the stream)."""
+
+
 class _BoundedReader:
-    """What ``async_read_event`` reads through (``readline``, ``readexactly``), with the lengths a
-    header announces checked before anything more is read. The header line itself is bounded by the
-    stream's own limit (``MAX_HEADER_BYTES``); a line that is not JSON is handed on for the package to
-    refuse."""
+    """What ``async_read_event`` reads through (``readline``, ``readexactly``). The header line is
+    bounded by the stream's own limit (``MAX_HEADER_BYTES``) and must be a JSON object; the lengths
+    it announces are checked before anything more is read, and the data section must be JSON too."""
 
     def __init__(self, reader: asyncio.StreamReader, max_payload: int) -> None:
         self.reader = reader
         self.limits = {"data_length": MAX_DATA_BYTES, "payload_length": max_payload}
+        self._data_length: int | None = None  # the data section the last header announced, not read yet
 
     async def readline(self) -> bytes:
-        line = await self.reader.readline()
+        try:
+            line = await self.reader.readline()
+        except ValueError:  # asyncio's own limit: the line is over MAX_HEADER_BYTES
+            raise BadFrame(f"a header line over {MAX_HEADER_BYTES} bytes") from None
+        if not line:
+            return line  # the end of the stream
         try:
             header = json.loads(line)
         except ValueError:
-            return line
-        if isinstance(header, dict):
-            for key, limit in self.limits.items():
-                n = header.get(key)
-                if isinstance(n, int) and n > limit:
-                    raise FrameTooLarge(key, n, limit)
+            raise BadFrame("not a Wyoming event: a JSON header line was expected") from None
+        if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+            raise BadFrame("a Wyoming header is a JSON object with a type")
+        for key, limit in self.limits.items():
+            n = header.get(key)
+            if n is not None and not isinstance(n, int):
+                raise BadFrame(f"{key} must be a number of bytes")
+            if isinstance(n, int) and n > limit:
+                raise FrameTooLarge(key, n, limit)
+        n = header.get("data_length")
+        self._data_length = n if isinstance(n, int) and n > 0 else None
         return line
 
     async def readexactly(self, n: int) -> bytes:
-        return await self.reader.readexactly(n)
+        data = await self.reader.readexactly(n)
+        if self._data_length is not None and n == self._data_length:
+            self._data_length = None
+            try:
+                ok = isinstance(json.loads(data), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise BadFrame("the data section is not a JSON object")
+        return data
 
 
 def build_info(ctx: Context) -> Info:
@@ -95,7 +119,6 @@ class WyomingConnection:
             limits=w.WyomingLimits(max_segment_s=st.max_segment_s, max_chunks_per_s=st.max_frames_per_s),
             vad=v.VadConfig(aggressiveness=st.vad_aggressiveness, tail_floor_db=st.vad_tail_floor_db or None))
         self.reader = _BoundedReader(reader, st.max_frame_bytes)
-        self.raw = reader
         self.writer = writer
         self.segment = SegmentRunner(ctx, "wyoming")
         self._lock = asyncio.Lock()
@@ -113,8 +136,8 @@ class WyomingConnection:
                 except TimeoutError:
                     await self.apply(self.machine.idle_timeout())
                     continue
-                except (FrameTooLarge, asyncio.IncompleteReadError, ConnectionError, RecursionError,
-                        KeyError, TypeError, AttributeError) as exc:
+                except (BadFrame, FrameTooLarge, asyncio.IncompleteReadError, ConnectionError, RecursionError,
+                        KeyError, TypeError, AttributeError, ValueError) as exc:
                     await self.apply(self._framing_error(exc))
                     continue
                 if event is None:
@@ -129,16 +152,13 @@ class WyomingConnection:
                 await self.writer.wait_closed()
 
     async def _read(self) -> Event | None:
-        event = await async_read_event(self.reader)  # type: ignore[arg-type]
-        if event is None and not self.raw.at_eof():
-            # async_read_event answers None for a line that is not JSON, a header too long for the
-            # stream's limit, a data section that does not parse: not the end of the stream
-            raise ValueError("not a Wyoming event: a JSON header line was expected")
-        return event
+        return await async_read_event(self.reader)  # type: ignore[arg-type]
 
     def _framing_error(self, exc: BaseException) -> list[w.Action]:
         if isinstance(exc, FrameTooLarge):
             return self.machine.refuse("payload_too_large", str(exc))
+        if isinstance(exc, BadFrame):
+            return self.machine.refuse("bad_event", str(exc))
         if isinstance(exc, asyncio.IncompleteReadError):
             return self.machine.refuse("truncated", f"the connection ended {len(exc.partial)} bytes into "
                                                     f"{exc.expected} that a header announced")
