@@ -261,3 +261,52 @@ def test_the_listener_is_off_with_wyoming_port_0_and_a_taken_port_asked_for_exit
                            check=False, env=env)
     assert r.returncode == 78, r
     assert "WYOMING_PORT" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_zeroconf_advertises_the_listener_to_a_browser_and_withdraws_it_at_shutdown():
+    """WYOMING_ZEROCONF=1: a zeroconf browser (what Home Assistant runs) finds ``_wyoming._tcp`` under
+    WYOMING_ZEROCONF_NAME with the listener's port and address; at SIGTERM the record is withdrawn.
+    Checked against a local browser over this machine's own multicast."""
+    from zeroconf import ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+    from harness.procs import free_port, start_server
+
+    wport = free_port()
+    name = f"stt-bridge-test-{wport}"  # its own name: no record of an earlier run can answer for it
+    proc, _ = start_server({"WYOMING_PORT": str(wport), "WYOMING_ZEROCONF": "1",
+                            "WYOMING_ZEROCONF_NAME": name})
+    service = "_wyoming._tcp.local."
+
+    async def go() -> tuple[AsyncServiceInfo, list[ServiceStateChange]]:
+        ours = f"{name}.{service}"
+        changes: list[ServiceStateChange] = []
+        added, removed = asyncio.Event(), asyncio.Event()
+
+        def on_change(zeroconf: object, service_type: str, name: str,
+                      state_change: ServiceStateChange) -> None:
+            if name == ours:
+                changes.append(state_change)
+                (added if state_change == ServiceStateChange.Added else removed).set()
+
+        azc = AsyncZeroconf()
+        browser = AsyncServiceBrowser(azc.zeroconf, service, handlers=[on_change])
+        try:
+            await asyncio.wait_for(added.wait(), 20)
+            info = AsyncServiceInfo(service, ours)
+            assert await info.async_request(azc.zeroconf, 3000)
+            await asyncio.to_thread(proc.stop)
+            await asyncio.wait_for(removed.wait(), 20)
+            return info, changes
+        finally:
+            await browser.async_cancel()
+            await azc.async_close()
+
+    try:
+        info, changes = asyncio.run(go())
+    finally:
+        proc.stop()
+    assert info.port == wport
+    assert info.parsed_addresses() == ["127.0.0.1"]
+    assert changes[0] == ServiceStateChange.Added
+    assert changes[-1] == ServiceStateChange.Removed

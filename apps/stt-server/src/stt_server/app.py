@@ -105,7 +105,7 @@ class Server:
         log.info("wyoming_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
         if st.advertise_wyoming:
             try:
-                await listener.advertise(st.host, port)
+                await listener.advertise(st.host, port, st.wyoming_zeroconf_name)
             except Exception as exc:  # mDNS is a convenience: the listener works without it
                 log.warning("zeroconf_failed", error=str(exc))
         return listener

@@ -27,6 +27,9 @@ class ServerSettings(CommonSettings):
     wyoming_port: int | None = Field(default=None, ge=0, le=65535)
     # advertise _wyoming._tcp over mDNS; unset: on when the listener is on and reachable beyond loopback
     wyoming_zeroconf: bool | None = None
+    # the service's name on the network (Home Assistant shows it); unset: stt-bridge-<hostname>
+    wyoming_zeroconf_name: str | None = Field(default=None, min_length=1, max_length=63,
+                                              pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]*$")
     # ---- the voice gate that finds trailing silence in a session's audio (the worker's names)
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
     vad_tail_floor_db: float = Field(default=35.0, ge=0, le=90)

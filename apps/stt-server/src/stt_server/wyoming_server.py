@@ -246,14 +246,14 @@ class WyomingListener:
         finally:
             self.ctx.sessions.discard(conn)
 
-    async def advertise(self, host: str, port: int) -> None:
+    async def advertise(self, host: str, port: int, name: str | None = None) -> None:
         """``_wyoming._tcp`` over mDNS, as wyoming-faster-whisper's ``--zeroconf`` does (the
         ``zeroconf`` package, the record ``wyoming.zeroconf`` registers), so Home Assistant offers the
         service by itself. An unspecified address (0.0.0.0) cannot be advertised (Home Assistant drops
         it): the address this host reaches the network with is. Unregistered at shutdown."""
         from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-        name = f"{PROGRAM}-{socket.gethostname().split('.')[0]}"
+        name = name or f"{PROGRAM}-{socket.gethostname().split('.')[0]}"
         address = host if host not in ("0.0.0.0", "::", "") else _outward_address()
         info = AsyncServiceInfo(SERVICE, f"{name}.{SERVICE}", addresses=[socket.inet_aton(address)],
                                 port=port, properties={"version": __version__})
