@@ -21,6 +21,11 @@ CASES = {
     "frame": ({"VAD_FRAME_MS": "25"}, "VAD_FRAME_MS"),
     "final-context": ({"FINAL_CONTEXT_S": "5"}, "FINAL_CONTEXT_S"),
     "port": ({"MQTT_PORT": "abc"}, "MQTT_PORT"),
+    # a language the embedded English-only model cannot do: found when the model is loaded
+    "language": ({"WHISPER_LANG": "de"}, "WHISPER_LANG"),
+    "task": ({"WHISPER_TASK": "summarise"}, "WHISPER_TASK"),
+    "translate-on-en": ({"WHISPER_TASK": "translate"}, "WHISPER_TASK"),
+    "wyoming-uri": ({"STT_BACKEND": "wyoming", "WYOMING_URI": "http://box:10300"}, "WYOMING_URI"),
     "wav": ({"AUDIO_SOURCE": "/nonexistent.wav"}, "AUDIO_SOURCE"),
     "device": ({"AUDIO_SOURCE": "mic", "AUDIO_DEVICE": "no-such-mic"}, "AUDIO_DEVICE"),
     "model-name": ({"WHISPER_MODEL": "not-a-cached-model", "HF_HUB_OFFLINE": "1"}, "WHISPER_MODEL"),
