@@ -1,7 +1,8 @@
 """Peers on the same machine, clips, model and pacing, in the same run as our server: wyoming-faster-whisper
-(Home Assistant's Wyoming protocol; batch: one transcript after ``audio-stop``) and WhisperLive (streaming
-re-decodes over WebSocket). Each lives in its own venv under bench/.venvs/ (not a project dependency),
-made on first use and reused while its requirement list is unchanged.
+(Home Assistant's Wyoming protocol; batch: one transcript after ``audio-stop``) beside our own Wyoming
+listener, driven by the same client, and WhisperLive (streaming re-decodes over WebSocket). Each peer
+lives in its own venv under bench/.venvs/ (not a project dependency), made on first use and reused
+while its requirement list is unchanged.
 
 Both get the embedded tiny.en directory, int8 on CPU, beam 5, English, CTranslate2's default threads
 (as our server). WhisperLive runs as its README shows, ``TranscriptionServer().run(...)`` with
@@ -20,7 +21,7 @@ from typing import Any
 
 from stt_core.model import embedded_model_dir
 
-from harness.procs import Proc, free_port, wait_port
+from harness.procs import Proc, free_port, start_server, wait_port
 
 from . import whisperlive_client, wyoming_client
 from .baseline import Baseline
@@ -144,9 +145,23 @@ def start(peer: Peer) -> tuple[Proc, StreamFn]:
     return proc, fn
 
 
+OURS_WYOMING = "stt-bridge (Wyoming)"
+
+
+def ours_over_wyoming(plan: Plan, base: Baseline | None, clips: list[Any]) -> dict[str, Any]:
+    """Our server's Wyoming listener, driven by the same client as wyoming-faster-whisper below."""
+    wport = free_port()
+    proc, _ = start_server({"WYOMING_PORT": str(wport)})
+    try:
+        print(f"bench: peer {OURS_WYOMING}", flush=True)
+        return run_levels(wyoming_client.stream_fn(wport), plan, clips, base)
+    finally:
+        proc.stop()
+
+
 def run(plan: Plan, base: Baseline | None) -> dict[str, Any]:
     clips = load_all(plan.capacity_clips)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {OURS_WYOMING: ours_over_wyoming(plan, base, clips)}
     for peer in PEERS:
         try:
             ensure_venv(peer)

@@ -299,18 +299,39 @@ def committed_share(cap: dict[str, Any]) -> str:
     return f"{sum(1 for o in outcomes if o['committed_s'] is not None)}/{len(outcomes)}"
 
 
+def wyoming_lines(peers: dict[str, Any]) -> list[str]:
+    """Issue 10's goals for the Wyoming listener, in the same run as wyoming-faster-whisper: audio-stop ->
+    transcript at most half of its, at equal WER (within 0.5 point); first chunk within 0.4 s of onset."""
+    ours, theirs = peers.get("stt-bridge (Wyoming)", {}), peers.get("wyoming-faster-whisper", {})
+    if "levels" not in ours or "levels" not in theirs:
+        return []
+    a, b = ours["levels"][0], theirs["levels"][0]
+    lat_a, lat_b = a["latency_s"]["p50"], b["latency_s"]["p50"]
+    if lat_a is None or not lat_b or a["wer"] is None or b["wer"] is None:
+        return []
+    ratio = lat_a / lat_b
+    first = a["first_text_s"]["p50"]
+    met = ratio <= 0.5 and a["wer"] <= b["wer"] + 0.005
+    return ["", f"Wyoming, one stream: our audio-stop -> transcript is {ratio:.2f}x wyoming-faster-whisper's "
+                f"(goal <= 0.5x at equal WER: {'met' if met else 'not met'}; WER {pc(a['wer'])} against "
+                f"{pc(b['wer'])}); first transcript-chunk {f(first)} s after speech onset (goal <= 0.4 s: "
+                f"{'met' if first is not None and first <= 0.4 else 'not met'}); streams held "
+                f"{ours['held']} against {theirs['held']}."]
+
+
 def peers_section(p: dict[str, Any], plots: dict[str, str]) -> str:
     series = {"stt-bridge (/stt)": p.get("capacity", {}), **p.get("peers", {})}
     rows = []
     for name, cap in series.items():
         if "levels" not in cap:
-            rows.append([name, cap.get("error", "not run"), "", "", "", ""])
+            rows.append([name, cap.get("error", "not run"), "", "", "", "", ""])
             continue
         one = cap["levels"][0]
         rows.append(
             [
                 name,
                 s2(one["latency_s"]),
+                s2(one["ratio_to_baseline"]),
                 s2(one["first_text_s"]),
                 f(one["partial_gap_s"]["p50"]),
                 pc(one["wer"]),
@@ -322,6 +343,7 @@ def peers_section(p: dict[str, Any], plots: dict[str, str]) -> str:
             [
                 "server",
                 "1 stream: end -> final, s (p50 / p90)",
+                "as a ratio to the offline decode (p50 / p90)",
                 "speech onset -> first text, s",
                 "partial gap, s",
                 "WER",
@@ -331,6 +353,7 @@ def peers_section(p: dict[str, Any], plots: dict[str, str]) -> str:
         ),
         "",
         PEERS_NOTE.format(committed=committed_share(p.get("peers", {}).get("whisperlive", {}))),
+        *wyoming_lines(p.get("peers", {})),
     ]
     for name, cap in series.items():
         if "levels" in cap:

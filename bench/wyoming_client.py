@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from typing import IO, Any
 
@@ -44,9 +45,29 @@ def read_event(reader: IO[bytes]) -> tuple[str, dict[str, Any]] | None:
 
 
 def stream_fn(port: int, language: str = "en") -> StreamFn:
+    """Home Assistant's way: real-time 20 ms chunks, ``audio-stop``, wait for ``transcript``. Events are
+    read while the audio goes out, so a server that streams ``transcript-chunk`` events (ours) is timed
+    from speech onset to its first chunk; one that does not (wyoming-faster-whisper) to its transcript."""
+
     def one(c: Clip, timeout: float) -> Outcome:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(timeout + c.duration_s + 10)
+            chunks: list[float] = []
+            final: dict[str, Any] = {}
+            reader = sock.makefile("rb")
+
+            def read() -> None:
+                while (event := read_event(reader)) is not None:
+                    kind, data = event
+                    if kind == "transcript-chunk":
+                        chunks.append(time.monotonic())
+                    elif kind == "transcript":
+                        final.update(text=str(data.get("text", "")).strip(), at=time.monotonic())
+                        return
+
+            listener = threading.Thread(target=read, daemon=True)
+            listener.start()
             write_event(sock, "transcribe", {"language": language})
             write_event(sock, "audio-start", AUDIO)
             t0 = time.monotonic()
@@ -57,13 +78,11 @@ def stream_fn(port: int, language: str = "en") -> StreamFn:
                 write_event(sock, "audio-chunk", AUDIO, frame)
             write_event(sock, "audio-stop", {})
             t_end = time.monotonic()
-            sock.settimeout(timeout)
-            reader = sock.makefile("rb")
-            while (event := read_event(reader)) is not None:
-                kind, data = event
-                if kind == "transcript":
-                    t = time.monotonic()
-                    return Outcome(c.id, str(data.get("text", "")).strip(), t - t_end, t - t0 - c.onset_s)
-        raise ConnectionError("the server closed the connection without a transcript")
+            listener.join(timeout)
+        if "at" not in final:
+            raise ConnectionError("the server closed the connection without a transcript")
+        first = chunks[0] if chunks else final["at"]
+        return Outcome(c.id, final["text"], final["at"] - t_end, first - t0 - c.onset_s,
+                       partials=len(chunks))
 
     return one
