@@ -108,7 +108,7 @@ class HeardFinal:
     session_id: str | None
     first_partial_ms: int | None  # from the start of the utterance to its first partial
     partials: int
-    end: str  # why the gate closed: silence, max_length, flush, forced
+    end: v.EndReason  # why the gate closed
     decode_ms: int | None
     speculative: bool
 
@@ -168,7 +168,7 @@ class Utterance:
     fallback: bool = False
     session_id: str | None = None
     paused: bool = False
-    end: str | None = None  # set when the gate closed on it
+    end: v.EndReason | None = None  # set when the gate closed on it
     finish_at: float | None = None  # when its stream was told to finish
     first_partial_at: float | None = None
     partials: int = 0
