@@ -270,7 +270,9 @@ class Worker:
     def publish_state(self) -> None:
         chosen = self.backends.built(self.machine.backend)
         connected = chosen is not None and chosen.connected
-        server = next((b for name in REMOTE if (b := self.backends.built(name)) is not None), None)
+        # the server of the chosen backend, or of the remote one built last time it was chosen
+        remote = [self.machine.backend] if self.machine.backend in REMOTE else sorted(REMOTE)
+        server = next((b for name in remote if (b := self.backends.built(name)) is not None), None)
         self.link.publish(self.payloads.state(WorkerState(
             backend=self.machine.backend,
             active_backend=self.machine.backend if connected or self.fallback is None else self.fallback,
