@@ -68,7 +68,9 @@ class WsBackend:
         self.settings = settings
         self._emit = emit
         # /stt takes the speech options once per connection, in init: the worker's are fixed
-        self.session = ClientSession(session_id=settings.site_id, options=settings.speech_options())
+        options = settings.speech_options()
+        self.session = ClientSession(session_id=settings.site_id, options=options)
+        self.session_language = options.language
         self.backoff = Backoff(initial=0.5, cap=settings.reconnect_max_s)
         self._ws: ClientConnection | None = None
         self._model = "?"
@@ -217,7 +219,7 @@ class WsBackend:
             return StreamFailed(utterance_id=action.key, backend="ws", reason=action.reason)
         f = action.final
         return FinalText(utterance_id=action.key, backend="ws", text=f.text, confidence=f.confidence,
-                         language=f.language or self.settings.whisper_lang, model=f.model or self._model,
+                         language=f.language or self.session_language, model=f.model or self._model,
                          decode_ms=f.decode_ms, speculative=f.speculative)
 
 
