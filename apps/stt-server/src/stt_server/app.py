@@ -30,6 +30,7 @@ class Server:
     def __init__(self, settings: ServerSettings, engine: Engine, info: EngineInfo) -> None:
         self.settings = settings
         self.ctx = Context(settings, engine, info)
+        self._advertising: asyncio.Task[None] | None = None
 
     async def handle(self, ws: ServerConnection) -> None:
         refusal = self.ctx.refusal()
@@ -71,6 +72,8 @@ class Server:
             # 1. stop accepting; 2. finals in flight are finished and sent, sessions closed (/stt with
             # 1001), all within SHUTDOWN_TIMEOUT_S; 3. whatever is left is closed by the context manager.
             server.close(close_connections=False)
+            if self._advertising is not None:
+                await asyncio.gather(self._advertising, return_exceptions=True)
             if wyoming is not None:
                 await wyoming.close()
             try:
@@ -104,11 +107,17 @@ class Server:
             return None
         log.info("wyoming_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
         if st.advertise_wyoming:
-            try:
-                await listener.advertise(st.host, port, st.wyoming_zeroconf_name)
-            except Exception as exc:  # mDNS is a convenience: the listener works without it
-                log.warning("zeroconf_failed", error=str(exc))
+            # in the background: mDNS probing takes a second or two, and serving need not wait for it
+            self._advertising = asyncio.get_running_loop().create_task(
+                self._advertise(listener, st.host, port, st.wyoming_zeroconf_name))
         return listener
+
+    @staticmethod
+    async def _advertise(listener: WyomingListener, host: str, port: int, name: str | None) -> None:
+        try:
+            await listener.advertise(host, port, name)
+        except Exception as exc:  # mDNS is a convenience: the listener works without it
+            log.warning("zeroconf_failed", error=str(exc))
 
     async def _watchdog(self, notifier: Notifier) -> None:
         assert notifier.watchdog_interval is not None
