@@ -22,7 +22,7 @@ from wyoming.info import Describe, Info
 
 from harness.speech import clip, duration, pick, refs, wer
 
-CLIPS = pick(4, 3.0, 11.0)  # long enough that chunks must come while they play
+CLIPS = pick(3, 3.0, 7.0)  # long enough that chunks must come while they play
 
 
 @dataclass
