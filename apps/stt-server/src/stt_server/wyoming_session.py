@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 
 from stt_core import session as s
 from stt_core import vad as v
-from stt_core.audio import MAX_RATE, MIN_RATE, TARGET_RATE, WIDTHS, Framer, PcmConverter
+from stt_core.audio import MAX_RATE, MIN_RATE, TARGET_RATE, WIDTHS, PcmConverter
+from stt_core.endpointing import Endpointer
 from stt_core.engine import FinalResult
 from stt_core.errors import PeerError
 from stt_core.options import SpeechOptions, check_options, hotwords_of
@@ -129,8 +130,7 @@ class WyomingSession:
     segment: int = 0
     _converter: PcmConverter | None = None
     _format: tuple[int, int, int] = (TARGET_RATE, 2, 1)
-    _gate: v.VadGate | None = None
-    _framer: Framer | None = None
+    _gate: Endpointer | None = None
     _paused: bool = False
     _audio_bytes: int = 0
     _chunks: Chunks = field(default_factory=Chunks)
@@ -183,8 +183,7 @@ class WyomingSession:
         rate, width, channels = _format(a.rate, a.width, a.channels)
         self._format = (rate, width, channels)
         self._converter = PcmConverter(rate, channels, width)
-        self._gate = v.VadGate(self.vad) if self.vad is not None else None
-        self._framer = Framer(self.vad.frame_bytes) if self.vad is not None else None
+        self._gate = Endpointer(self.vad) if self.vad is not None else None
         self._paused = False
         self._audio_bytes = 0
         self._chunks = Chunks()
@@ -213,17 +212,16 @@ class WyomingSession:
 
     def _listen(self, pcm: bytes) -> list[Action]:
         """Trailing silence (the gate's pause) starts the final's decode; speech again drops it."""
-        if self._gate is None or self._framer is None:
+        if self._gate is None:
             return []
         actions: list[Action] = []
-        for frame in self._framer.push(pcm):
-            for event in self._gate.feed(frame):
-                if isinstance(event, v.Pause) and not self._paused:
-                    self._paused = True
-                    actions.append(s.PauseSegment())
-                elif isinstance(event, v.Resume | v.SpeechStart) and self._paused:
-                    self._paused = False
-                    actions.append(s.ResumeSegment())
+        for event in self._gate.feed(pcm):
+            if isinstance(event, v.Pause) and not self._paused:
+                self._paused = True
+                actions.append(s.PauseSegment())
+            elif isinstance(event, v.Resume | v.SpeechStart) and self._paused:
+                self._paused = False
+                actions.append(s.ResumeSegment())
         return actions
 
     def _audio_stop(self) -> list[Action]:
