@@ -221,7 +221,7 @@ def test_websocket_handshake_on_another_path_is_refused(server):
     """A WebSocket client on a wrong path is refused at the handshake with 404."""
     _, port = server
     with pytest.raises(InvalidStatus) as info:
-        SttSession(url_of(port, path="/ws"))
+        SttSession(url_of(port, path="/no-such-path"))
     assert info.value.response.status_code == 404
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from urllib.parse import urlsplit
 
 import structlog
 from stt_core import __version__
 from stt_core import protocol as p
+from stt_core import session as s
 from stt_core.build import EngineInfo
 from stt_core.daemon.notify import Notifier
 from stt_core.engine import Engine
@@ -18,8 +20,9 @@ from stt_core.session import CloseCode
 from websockets.asyncio.server import ServerConnection, serve
 
 from .connection import Connection
-from .context import Context
-from .http import WS_PATH, route
+from .context import Context, Dialect
+from .handy_session import HandySession
+from .http import HANDY_PATH, WS_PATH, route
 from .settings import ServerSettings
 from .wyoming_server import WyomingListener
 
@@ -35,18 +38,34 @@ class Server:
     async def handle(self, ws: ServerConnection) -> None:
         refusal = self.ctx.refusal()
         if refusal is not None:
-            self.ctx.metrics.error(refusal, dialect="stt")
+            self.ctx.metrics.error(refusal, dialect=self._dialect(ws))
             with contextlib.suppress(Exception):
                 await ws.send(p.encode(p.Error(code=refusal, message="too many sessions; retry later")))
                 await ws.close(CloseCode.TRY_AGAIN.value, refusal)
             return
-        conn = Connection(self.ctx, ws)
+        conn = self._connection(ws)
         self.ctx.sessions.add(conn)
-        self.ctx.metrics.count("sessions_total", dialect="stt")
+        self.ctx.metrics.count("sessions_total", dialect=conn.dialect)
         try:
             await conn.run()
         finally:
             self.ctx.sessions.discard(conn)
+
+    @staticmethod
+    def _dialect(ws: ServerConnection) -> Dialect:
+        return "handy" if ws.request is not None and urlsplit(ws.request.path).path == HANDY_PATH else "stt"
+
+    def _connection(self, ws: ServerConnection) -> Connection:
+        """The dialect's machine behind one connection, by path (``route`` let only these through)."""
+        st, ctx = self.settings, self.ctx
+        limits = s.Limits(max_frame_bytes=st.max_frame_bytes, max_segment_s=st.max_segment_s,
+                          max_frames_per_s=st.max_frames_per_s)
+        if self._dialect(ws) == "handy":
+            return Connection(ctx, ws, HandySession(languages=ctx.languages, limits=limits,
+                                                    vad=st.vad_config()), "handy")
+        return Connection(ctx, ws, s.SessionMachine(limits=limits, model=ctx.info.model,
+                                                    partial_interval_ms=st.partial_interval_ms,
+                                                    languages=ctx.languages), "stt")
 
     async def serve(self, notifier: Notifier | None = None) -> None:
         st = self.settings
@@ -59,7 +78,7 @@ class Server:
                          server_header=f"stt-server/{__version__}") as server:
             bound = [s.getsockname() for s in server.sockets]
             info = self.ctx.info
-            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], path=WS_PATH,
+            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=[WS_PATH, HANDY_PATH],
                      model=info.model, device=info.device, compute_type=info.compute_type)
             wyoming = await self._start_wyoming()
             notifier = notifier or Notifier()

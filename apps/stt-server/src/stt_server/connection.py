@@ -1,39 +1,56 @@
-"""One ``/stt`` WebSocket connection: moves frames between the socket and the sans-I/O
-``SessionMachine`` and carries out the actions it returns on the shared engine (``SegmentRunner``)."""
+"""One WebSocket connection of any dialect: moves frames between the socket and the dialect's sans-I/O
+session machine (``/stt``'s ``SessionMachine``, seed 001's ``HandySession``) and carries out the
+actions it returns on the shared engine (``SegmentRunner``). The machines share one shape: frames in
+with the time, actions out, and ``partial``/``final`` turning engine results into their messages."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from typing import Protocol
 
 import structlog
 from stt_core import protocol as p
 from stt_core import session as s
-from stt_core.engine import PartialResult
+from stt_core.engine import FinalResult, PartialResult
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .context import Context, SegmentRunner
+from .context import Context, Dialect, SegmentRunner
 
 log = structlog.get_logger(__name__)
 
 
+class WsSession(Protocol):
+    """What a WebSocket dialect's machine offers its connection."""
+
+    def receive_text(self, text: str, now: float) -> list[s.Action]: ...
+
+    def receive_bytes(self, data: bytes, now: float) -> list[s.Action]: ...
+
+    def partial(self, r: PartialResult) -> list[s.Action]: ...
+
+    def final(self, r: FinalResult, reason: p.FinalReason, segment: int) -> list[s.Action]: ...
+
+    def idle_timeout(self) -> list[s.Action]: ...
+
+    def shutdown(self) -> list[s.Action]: ...
+
+
 class Connection:
-    def __init__(self, ctx: Context, ws: ServerConnection) -> None:
+    def __init__(self, ctx: Context, ws: ServerConnection, machine: WsSession, dialect: Dialect) -> None:
         self.ctx = ctx
         self.ws = ws
-        st = ctx.settings
-        self.machine = s.SessionMachine(
-            limits=s.Limits(max_frame_bytes=st.max_frame_bytes, max_segment_s=st.max_segment_s,
-                            max_frames_per_s=st.max_frames_per_s),
-            model=ctx.info.model, partial_interval_ms=st.partial_interval_ms, languages=ctx.languages)
-        self.segment = SegmentRunner(ctx, "stt")
+        self.machine = machine
+        self.dialect: Dialect = dialect
+        self.segment = SegmentRunner(ctx, dialect)
+        self._index = 0  # the segment the engine is on (the machine may have counted past it)
         # actions are carried out one batch at a time, so a shutdown cannot interleave with a final
         self._lock = asyncio.Lock()
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
-        self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?")
+        self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?", dialect=dialect)
 
     async def run(self) -> None:
         idle = self.ctx.settings.idle_timeout_s
@@ -48,18 +65,18 @@ class Connection:
                 except TimeoutError:
                     await self.apply(self.machine.idle_timeout())
                     continue
+                now = time.monotonic()
                 if isinstance(message, str):
-                    actions = self.machine.receive_text(message)
+                    actions = self.machine.receive_text(message, now)
                 else:
-                    actions = self.machine.receive_bytes(message, time.monotonic())
+                    actions = self.machine.receive_bytes(message, now)
                 await self.apply(actions)
         except ConnectionClosed:
             pass  # the peer went away; the finally below tidies its segment up
         finally:
             if self.segment.open:
                 # the client vanished mid-segment: nobody is left to read a final
-                self.log.info("segment_abandoned", session_id=self.machine.session_id,
-                              segment=self.machine.segment)
+                self.log.info("segment_abandoned", segment=self._index)
                 self.segment.cancel()
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
@@ -78,19 +95,22 @@ class Connection:
     async def _do(self, action: s.Action) -> None:
         if isinstance(action, s.Send):
             if isinstance(action.message, p.Error):
-                self.ctx.metrics.error(action.message.code, dialect="stt")
+                self.ctx.metrics.error(action.message.code, dialect=self.dialect)
                 self.log.info("peer_error", code=action.message.code, detail=action.message.message)
             elif isinstance(action.message, p.Ready):
                 self.log.info("session_started", session_id=action.message.session_id,
                               sample_rate=action.message.sample_rate)
             await self._send(action.message)
         elif isinstance(action, s.OpenSegment):
+            self._index = action.index
             self.segment.start(action.sample_rate, action.options,
                                self._partial if action.enable_partials else None)
         elif isinstance(action, s.Audio):
             self.segment.feed(action.pcm)
         elif isinstance(action, s.EndSegment):
             await self._final(action.reason)
+        elif isinstance(action, s.CancelSegment):
+            self.segment.cancel()
         elif isinstance(action, s.PauseSegment):
             self.segment.pause()
         elif isinstance(action, s.ResumeSegment):
@@ -104,20 +124,19 @@ class Connection:
             self._close_task = asyncio.get_running_loop().create_task(closing)
 
     async def _final(self, reason: p.FinalReason) -> None:
-        index = self.machine.segment
+        index = self._index
         result = await self.segment.finish()
         if result is None:
             return
-        self.log.info("final", session_id=self.machine.session_id, segment=index, audio_ms=result.t_ms,
-                      decode_ms=result.decode_ms, chars=len(result.text), reason=reason)
-        await self._send(p.Final(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
-                                 session_id=self.machine.session_id, segment=index, language=result.language,
-                                 decode_ms=result.decode_ms, model=self.ctx.info.model,
-                                 reason=reason, speculative=result.speculative))
+        self.log.info("final", segment=index, audio_ms=result.t_ms, decode_ms=result.decode_ms,
+                      chars=len(result.text), reason=reason)
+        for action in self.machine.final(result, reason, index):
+            await self._do(action)
 
     async def _partial(self, result: PartialResult) -> None:
-        await self._send(p.Partial(text=result.text, confidence=result.confidence, t_ms=result.t_ms,
-                                   session_id=self.machine.session_id, segment=self.machine.segment))
+        for action in self.machine.partial(result):
+            if isinstance(action, s.Send):
+                await self._send(action.message)
 
     async def _send(self, message: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
         with contextlib.suppress(ConnectionClosed):

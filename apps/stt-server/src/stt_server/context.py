@@ -20,7 +20,7 @@ from stt_core.options import SpeechOptions
 from .metrics import Metrics
 from .settings import ServerSettings
 
-Dialect = Literal["stt", "wyoming"]
+Dialect = Literal["stt", "wyoming", "handy"]
 
 
 class Session(Protocol):

@@ -15,6 +15,8 @@ from websockets.http11 import Request, Response
 from .context import Context
 
 WS_PATH = "/stt"
+HANDY_PATH = "/ws"  # seed 001's dialect
+WS_PATHS = (WS_PATH, HANDY_PATH)
 PAGE_PATHS = ("/", "/index.html")
 # The page is static and public (the token check is /stt's): inline script and style, a Blob URL for
 # the AudioWorklet, connections back to this server only, never framed, and no Referer that could
@@ -69,13 +71,14 @@ def route(ctx: Context, request: Request) -> Response | None:
     path = urlsplit(request.path).path
     if (plain := _plain(ctx, path)) is not None:
         return plain
-    if path != WS_PATH:
+    if path not in WS_PATHS:
         return json_response(HTTPStatus.NOT_FOUND, {
             "error": "not_found",
-            "message": f"no such path {path}; the live page is /, the WebSocket endpoint {WS_PATH}"})
+            "message": f"no such path {path}; the live page is /, the WebSocket endpoints "
+                       f"{', '.join(WS_PATHS)}"})
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return json_response(HTTPStatus.UPGRADE_REQUIRED, {"error": "websocket_required",
-                                                           "message": f"{WS_PATH} speaks WebSocket"})
+                                                           "message": f"{path} speaks WebSocket"})
     token = ctx.settings.stt_token
     if token is not None and not token_ok(request, token.get_secret_value()):
         ctx.metrics.error("unauthorized", dialect="stt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from stt_core.settings import CommonSettings
+from stt_core.vad import VadConfig
 
 WYOMING_DEFAULT_PORT = 10300  # the port Home Assistant users know from wyoming-faster-whisper
 
@@ -30,9 +31,21 @@ class ServerSettings(CommonSettings):
     # the service's name on the network (Home Assistant shows it); unset: stt-bridge-<hostname>
     wyoming_zeroconf_name: str | None = Field(default=None, min_length=1, max_length=63,
                                               pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]*$")
-    # ---- the voice gate that finds trailing silence in a session's audio (the worker's names)
+    # ---- the voice gate the server runs on a session's audio (the worker's names and meaning): it ends
+    # the utterances of clients that never say where one ends (seed 001's /ws), and finds the trailing
+    # silence of a Wyoming request
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    vad_preroll_ms: int = Field(default=300, ge=0, le=5000)
+    vad_hangover_ms: int = Field(default=600, ge=60, le=10_000)
+    vad_min_speech_ms: int = Field(default=250, ge=0, le=10_000)
+    vad_max_utterance_s: float = Field(default=30.0, gt=1, le=600)
     vad_tail_floor_db: float = Field(default=35.0, ge=0, le=90)
+
+    def vad_config(self) -> VadConfig:
+        return VadConfig(aggressiveness=self.vad_aggressiveness, preroll_ms=self.vad_preroll_ms,
+                         hangover_ms=self.vad_hangover_ms, min_speech_ms=self.vad_min_speech_ms,
+                         max_utterance_s=self.vad_max_utterance_s,
+                         tail_floor_db=self.vad_tail_floor_db or None)
 
     @property
     def wyoming_explicit(self) -> bool:

@@ -21,7 +21,6 @@ import faster_whisper
 import structlog
 from stt_core import __version__
 from stt_core import session as s
-from stt_core import vad as v
 from stt_core.engine import PartialResult
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
@@ -117,7 +116,7 @@ class WyomingConnection:
         self.machine = w.WyomingSession(
             info=info, languages=ctx.languages,
             limits=w.WyomingLimits(max_segment_s=st.max_segment_s, max_chunks_per_s=st.max_frames_per_s),
-            vad=v.VadConfig(aggressiveness=st.vad_aggressiveness, tail_floor_db=st.vad_tail_floor_db or None))
+            vad=st.vad_config())
         self.reader = _BoundedReader(reader, st.max_frame_bytes)
         self.writer = writer
         self.segment = SegmentRunner(ctx, "wyoming")

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from . import protocol as p
+from .engine import FinalResult, PartialResult
 from .errors import PeerError
 from .options import SpeechOptions, check_options
 
@@ -82,7 +83,14 @@ class ResumeSegment:
     """Speech again: a decode started at the pause is stale."""
 
 
-Action = Send | OpenSegment | Audio | EndSegment | Close | HealthWanted | PauseSegment | ResumeSegment
+@dataclass(frozen=True)
+class CancelSegment:
+    """Drop the open segment without a final (a server-side gate heard too little to be speech)."""
+
+
+# what every dialect's session machine returns: the engine's actions, and messages for its peer
+Action = (Send | OpenSegment | Audio | EndSegment | Close | HealthWanted | PauseSegment | ResumeSegment
+          | CancelSegment)
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ class SessionMachine:
 
     # ---- inputs -----------------------------------------------------------------------------
 
-    def receive_text(self, text: str) -> list[Action]:
+    def receive_text(self, text: str, now: float = 0.0) -> list[Action]:
         if self.state is State.CLOSED:
             return []
         try:
@@ -157,6 +165,17 @@ class SessionMachine:
             self.state = State.IDLE
             actions.append(EndSegment("max_segment"))
         return actions
+
+    def partial(self, r: PartialResult) -> list[Action]:
+        """A partial of the open segment, for the client."""
+        return [Send(p.Partial(text=r.text, confidence=r.confidence, t_ms=r.t_ms, session_id=self.session_id,
+                               segment=self.segment))]
+
+    def final(self, r: FinalResult, reason: p.FinalReason, segment: int) -> list[Action]:
+        """The final of the segment that ended, numbered ``segment``."""
+        return [Send(p.Final(text=r.text, confidence=r.confidence, t_ms=r.t_ms, session_id=self.session_id,
+                             segment=segment, language=r.language, decode_ms=r.decode_ms,
+                             model=self.model or None, reason=reason, speculative=r.speculative))]
 
     def idle_timeout(self) -> list[Action]:
         """The adapter calls this when nothing arrived for IDLE_TIMEOUT_S."""
