@@ -86,7 +86,8 @@ class HandySession:
             return self._error(exc)
 
     def _text(self, text: str, now: float) -> list[Action]:
-        self._count(now)
+        if self._count(now):
+            raise PeerError("flood", f"over {self.limits.max_frames_per_s} messages a second", fatal=True)
         if len(text.encode()) > MAX_TEXT_BYTES:
             raise PeerError("message_too_large", f"text messages are at most {MAX_TEXT_BYTES} bytes")
         try:
