@@ -48,6 +48,21 @@ def clip_wer(clip: str, text: str) -> float:
     return speech.wer([(speech.refs()[clip], text)])
 
 
+def kill_mid_second_sentence(w: Proc, col: h.Collector, server: Proc, clips: list[str]) -> None:
+    """Sentence 1 is heard and gets its final; the server is SIGKILLed in the middle of sentence 2;
+    sentence 3 follows while it is away; returns once all three have their finals."""
+    h.wait_log(w, "worker_started", 60)
+    h.feed_stdin(w, sentence(clips[0]), speed=SPEED, close=False)
+    col.wait_finals(1, 30, w)
+    feeder = h.StdinFeeder(w, sentence(clips[1]), speed=SPEED, close=False)
+    col.wait_for(lambda c: c.payloads("/speech").count("ON") >= 2, 30, "sentence 2 under way", w)
+    time.sleep(0.5)  # well inside the sentence, which lasts 2.6 s at SPEED=2
+    server.signal(signal.SIGKILL)
+    feeder.join(30)
+    h.feed_stdin(w, sentence(clips[2]), speed=SPEED, close=False)
+    col.wait_finals(3, 60, w)
+
+
 def test_kill_9_leaves_the_last_will_offline_retained(broker: Mosquitto):
     """SIGKILL gives the worker no chance to say goodbye: the broker publishes its Last Will, so the
     availability topic goes to `offline`, retained, and a subscriber arriving later is told so."""
@@ -78,17 +93,7 @@ def test_server_killed_mid_sentence_then_restarted(broker: Mosquitto):
     col = h.Collector(broker.port)
     w = h.start_worker(ws_env(broker, port), stdin=subprocess.PIPE)
     try:
-        h.wait_log(w, "worker_started", 60)
-        h.feed_stdin(w, sentence(clips[0]), speed=SPEED, close=False)
-        col.wait_finals(1, 30, w)
-
-        feeder = h.StdinFeeder(w, sentence(clips[1]), speed=SPEED, close=False)
-        col.wait_for(lambda c: c.payloads("/speech").count("ON") >= 2, 30, "sentence 2 under way", w)
-        time.sleep(0.5)  # well inside the sentence, which lasts 2.6 s at SPEED=2
-        server.signal(signal.SIGKILL)
-        feeder.join(30)
-        h.feed_stdin(w, sentence(clips[2]), speed=SPEED, close=False)
-        col.wait_finals(3, 60, w)
+        kill_mid_second_sentence(w, col, server, clips)
         col.wait_for(lambda c: any(not json.loads(p)["backend_connected"] for p in c.payloads("/state")), 10,
                      "state backend_connected=false", w)
 

@@ -8,13 +8,12 @@ import json
 import signal
 import subprocess
 import tempfile
-import time
 
 from stt_core.model import embedded_model_dir
 
 from harness.procs import VENV_BIN, Mosquitto, Proc, free_port, start_server, wait_port
 from tests.worker import helpers as h
-from tests.worker.test_resilience import SPEED, clip_wer, end_input, sentence
+from tests.worker.test_resilience import SPEED, clip_wer, end_input, kill_mid_second_sentence, sentence
 
 
 def wyoming_env(broker: Mosquitto, port: int) -> dict[str, str]:
@@ -36,17 +35,7 @@ def test_our_wyoming_server_killed_mid_sentence_then_restarted(broker: Mosquitto
     col = h.Collector(broker.port)
     w = h.start_worker(wyoming_env(broker, wport), stdin=subprocess.PIPE)
     try:
-        h.wait_log(w, "worker_started", 60)
-        h.feed_stdin(w, sentence(clips[0]), speed=SPEED, close=False)
-        col.wait_finals(1, 30, w)
-
-        feeder = h.StdinFeeder(w, sentence(clips[1]), speed=SPEED, close=False)
-        col.wait_for(lambda c: c.payloads("/speech").count("ON") >= 2, 30, "sentence 2 under way", w)
-        time.sleep(0.5)  # well inside the sentence, which lasts 2.6 s at SPEED=2
-        server.signal(signal.SIGKILL)
-        feeder.join(30)
-        h.feed_stdin(w, sentence(clips[2]), speed=SPEED, close=False)
-        col.wait_finals(3, 60, w)
+        kill_mid_second_sentence(w, col, server, clips)
         col.wait_for(lambda c: any(json.loads(p)["server_connected"] is False for p in c.payloads("/state")),
                      10, "state server_connected=false", w)
 
