@@ -197,6 +197,8 @@ class Worker:
     # ---- what comes out of it ---------------------------------------------------------------
 
     def _apply(self, actions: list[u.Action]) -> None:
+        if not actions:
+            return  # the machine changed nothing (most frames of silence): no bookkeeping per frame
         for action in actions:
             self._do(action)
         if self.machine.idle:
