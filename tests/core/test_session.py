@@ -302,4 +302,5 @@ def test_close_codes_are_the_documented_ones():
     """The close codes clients and the README rely on."""
     assert {c.name: c.value for c in CloseCode} == {"NORMAL": 1000, "GOING_AWAY": 1001, "POLICY": 1008,
                                                     "TOO_BIG": 1009, "INTERNAL": 1011, "TRY_AGAIN": 1013,
+                                                    "UNAUTHORIZED": 4401, "FORBIDDEN": 4403,
                                                     "IDLE": 4408}

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from urllib.parse import urlsplit
 
 import structlog
 from stt_core import __version__
 from stt_core import protocol as p
-from stt_core import session as s
 from stt_core.build import EngineInfo
 from stt_core.daemon.notify import Notifier
 from stt_core.engine import Engine
@@ -19,10 +17,9 @@ from stt_core.errors import ConfigError
 from stt_core.session import CloseCode
 from websockets.asyncio.server import ServerConnection, serve
 
-from .connection import Connection
-from .context import Context, Dialect
-from .handy_session import HandySession
-from .http import HANDY_PATH, WS_PATH, route
+from . import ws_dialects
+from .context import Context
+from .http import NEMO_PATH, WS_PATH, WS_PATHS, dialect_of, route
 from .settings import ServerSettings
 from .wyoming_server import WyomingListener
 
@@ -34,16 +31,20 @@ class Server:
         self.settings = settings
         self.ctx = Context(settings, engine, info)
         self._advertising: asyncio.Task[None] | None = None
+        if settings.stt_token is None:
+            # seed 002's single-user mode: its clients need a key, and look for it in the log
+            log.warning("single_user_key", path=NEMO_PATH, key=self.ctx.api_key,
+                        hint="seed 002 clients connect with ?token=<key>; set STT_TOKEN to choose it")
 
     async def handle(self, ws: ServerConnection) -> None:
         refusal = self.ctx.refusal()
         if refusal is not None:
-            self.ctx.metrics.error(refusal, dialect=self._dialect(ws))
+            self.ctx.metrics.error(refusal, dialect=dialect_of(ws.request))
             with contextlib.suppress(Exception):
                 await ws.send(p.encode(p.Error(code=refusal, message="too many sessions; retry later")))
                 await ws.close(CloseCode.TRY_AGAIN.value, refusal)
             return
-        conn = self._connection(ws)
+        conn = ws_dialects.connection(self.ctx, ws)
         self.ctx.sessions.add(conn)
         self.ctx.metrics.count("sessions_total", dialect=conn.dialect)
         try:
@@ -51,21 +52,6 @@ class Server:
         finally:
             self.ctx.sessions.discard(conn)
 
-    @staticmethod
-    def _dialect(ws: ServerConnection) -> Dialect:
-        return "handy" if ws.request is not None and urlsplit(ws.request.path).path == HANDY_PATH else "stt"
-
-    def _connection(self, ws: ServerConnection) -> Connection:
-        """The dialect's machine behind one connection, by path (``route`` let only these through)."""
-        st, ctx = self.settings, self.ctx
-        limits = s.Limits(max_frame_bytes=st.max_frame_bytes, max_segment_s=st.max_segment_s,
-                          max_frames_per_s=st.max_frames_per_s)
-        if self._dialect(ws) == "handy":
-            return Connection(ctx, ws, HandySession(languages=ctx.languages, limits=limits,
-                                                    vad=st.vad_config()), "handy")
-        return Connection(ctx, ws, s.SessionMachine(limits=limits, model=ctx.info.model,
-                                                    partial_interval_ms=st.partial_interval_ms,
-                                                    languages=ctx.languages), "stt")
 
     async def serve(self, notifier: Notifier | None = None) -> None:
         st = self.settings
@@ -76,9 +62,9 @@ class Server:
                          # websockets' own limit sits above ours so the session can answer with an error
                          max_size=max(st.max_frame_bytes * 4, 1 << 20), ping_interval=20, ping_timeout=20,
                          server_header=f"stt-server/{__version__}") as server:
-            bound = [s.getsockname() for s in server.sockets]
+            bound = [sock.getsockname() for sock in server.sockets]
             info = self.ctx.info
-            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=[WS_PATH, HANDY_PATH],
+            log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=list(WS_PATHS),
                      model=info.model, device=info.device, compute_type=info.compute_type)
             wyoming = await self._start_wyoming()
             notifier = notifier or Notifier()

@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 class WsSession(Protocol):
     """What a WebSocket dialect's machine offers its connection."""
 
+    def opened(self) -> list[s.Action]: ...
+
     def receive_text(self, text: str, now: float) -> list[s.Action]: ...
 
     def receive_bytes(self, data: bytes, now: float) -> list[s.Action]: ...
@@ -55,6 +57,7 @@ class Connection:
     async def run(self) -> None:
         idle = self.ctx.settings.idle_timeout_s
         try:
+            await self.apply(self.machine.opened())
             # Reading goes on after a close has started (the machine then ignores every frame): the
             # peer's close reply sits behind the frames it sent before it, and a connection that
             # stopped reading would never see it, holding the session until the close timeout.
@@ -138,6 +141,6 @@ class Connection:
             if isinstance(action, s.Send):
                 await self._send(action.message)
 
-    async def _send(self, message: p.Ready | p.Partial | p.Final | p.Health | p.Error) -> None:
+    async def _send(self, message: p.Message) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(p.encode(message))

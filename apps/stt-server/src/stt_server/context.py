@@ -8,6 +8,7 @@ Each dialect's connection (``/stt`` in ``connection.py``, Wyoming in ``wyoming_s
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -20,7 +21,7 @@ from stt_core.options import SpeechOptions
 from .metrics import Metrics
 from .settings import ServerSettings
 
-Dialect = Literal["stt", "wyoming", "handy"]
+Dialect = Literal["stt", "wyoming", "handy", "nemo", "hybrid", "socketio"]
 
 
 class Session(Protocol):
@@ -38,6 +39,9 @@ class Context:
         engine.on_decode = self.metrics.observe_decode
         self.sessions: set[Session] = set()
         self.stopping = asyncio.Event()
+        # seed 002's API key: STT_TOKEN, or in its single-user mode one made at start-up and logged
+        self.api_key = (settings.stt_token.get_secret_value() if settings.stt_token is not None
+                        else secrets.token_urlsafe(18))
 
     @property
     def languages(self) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_core import vad as v
-from stt_core.endpointing import Endpointer
+from stt_core.endpointing import AutoSegmenter
 from stt_core.engine import FinalResult, PartialResult
 from stt_core.errors import PeerError
 from stt_core.options import SpeechOptions, check_options
@@ -62,20 +62,29 @@ class HandySession:
     limits: s.Limits = field(default_factory=s.Limits)
     vad: v.VadConfig = field(default_factory=v.VadConfig)
     state: State = State.OPEN
-    options: SpeechOptions = field(default_factory=SpeechOptions)
-    segment: int = 0
-    _endpointer: Endpointer | None = None
-    _window_start: float = 0.0
-    _window_frames: int = 0
+    _auto: AutoSegmenter = field(init=False)
+    _rate: s.RateWindow = field(init=False)
 
     def __post_init__(self) -> None:
-        self._endpointer = Endpointer(self.vad)
+        self._auto = AutoSegmenter(self.vad)
+        self._rate = s.RateWindow(self.limits.max_frames_per_s)
 
     @property
     def in_segment(self) -> bool:
-        return self._endpointer is not None and self._endpointer.speaking
+        return self._auto.speaking
+
+    @property
+    def segment(self) -> int:
+        return self._auto.segment
+
+    @property
+    def options(self) -> SpeechOptions:
+        return self._auto.options
 
     # ---- from the client --------------------------------------------------------------------
+
+    def opened(self) -> list[Action]:
+        return []
 
     def receive_text(self, text: str, now: float) -> list[Action]:
         if self.state is State.CLOSED:
@@ -86,7 +95,7 @@ class HandySession:
             return self._error(exc)
 
     def _text(self, text: str, now: float) -> list[Action]:
-        if self._count(now):
+        if self._rate.over(now):
             raise PeerError("flood", f"over {self.limits.max_frames_per_s} messages a second", fatal=True)
         if len(text.encode()) > MAX_TEXT_BYTES:
             raise PeerError("message_too_large", f"text messages are at most {MAX_TEXT_BYTES} bytes")
@@ -110,7 +119,7 @@ class HandySession:
             where = ".".join(str(x) for x in err["loc"]) or "config"
             raise PeerError("invalid_message", f"config: {where}: {err['msg']}", fatal=True) from None
         try:
-            self.options = check_options(languages=self.languages, language=cfg.language, task=cfg.task)
+            self._auto.options = check_options(languages=self.languages, language=cfg.language, task=cfg.task)
         except PeerError as exc:
             raise PeerError(exc.code, f"config: {exc.message}", fatal=True) from None
         self.state = State.STREAMING
@@ -129,47 +138,17 @@ class HandySession:
         if len(data) > self.limits.max_frame_bytes:
             raise PeerError("frame_too_large", f"binary message of {len(data)} bytes is over the limit of "
                                                f"{self.limits.max_frame_bytes}", fatal=True)
-        if self._count(now):
+        if self._rate.over(now):
             raise PeerError("flood", f"over {self.limits.max_frames_per_s} messages a second", fatal=True)
         if len(data) % 2:
             raise PeerError("odd_length", f"int16 PCM holds whole samples; got {len(data)} bytes")
         self.state = State.STREAMING  # no config: the seed's defaults (English, transcribe)
-        assert self._endpointer is not None
-        return self._gate(self._endpointer.feed(data))
+        return self._auto.feed(data)
 
     def _stop(self) -> list[Action]:
         """The client is done: the utterance being spoken ends with what was heard."""
-        assert self._endpointer is not None
-        actions = self._gate(self._endpointer.flush())
-        self._endpointer = Endpointer(self.vad)  # what follows a stop starts afresh
         self.state = State.STREAMING
-        return actions
-
-    def _gate(self, events: list[v.Event]) -> list[Action]:
-        actions: list[Action] = []
-        for e in events:
-            if isinstance(e, v.SpeechStart):
-                self.segment += 1
-                opened = s.OpenSegment(self.segment, 16_000, self.options, enable_partials=True)
-                actions += [opened, s.Audio(e.audio)]
-            elif isinstance(e, v.SpeechAudio):
-                actions.append(s.Audio(e.audio))
-            elif isinstance(e, v.Pause):
-                actions.append(s.PauseSegment())
-            elif isinstance(e, v.Resume):
-                actions.append(s.ResumeSegment())
-            elif isinstance(e, v.SpeechEnd):
-                actions.append(s.EndSegment("end"))
-            else:  # too little to be speech (a click, a cough): no final
-                actions.append(s.CancelSegment())
-        return actions
-
-    def _count(self, now: float) -> bool:
-        """Every message counts towards the rate limit, text as well as audio."""
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_frames = now, 0
-        self._window_frames += 1
-        return self._window_frames > self.limits.max_frames_per_s
+        return self._auto.flush()
 
     # ---- from the engine --------------------------------------------------------------------
 

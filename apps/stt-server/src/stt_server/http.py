@@ -12,11 +12,17 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .context import Context
+from .context import Context, Dialect
 
 WS_PATH = "/stt"
 HANDY_PATH = "/ws"  # seed 001's dialect
-WS_PATHS = (WS_PATH, HANDY_PATH)
+NEMO_PATH = "/api/v1/audio/stream/transcribe"  # seed 002's
+HYBRID_PATH = "/ws/transcribe"  # seed 003's
+DIALECTS: dict[str, Dialect] = {WS_PATH: "stt", HANDY_PATH: "handy", NEMO_PATH: "nemo", HYBRID_PATH: "hybrid"}
+WS_PATHS = tuple(DIALECTS)
+# Seed 002's server checks its token after the upgrade and refuses with close 4401/4403, which its
+# clients expect; every other path is refused before the handshake (HTTP 401).
+AUTH_AFTER_UPGRADE = (NEMO_PATH,)
 PAGE_PATHS = ("/", "/index.html")
 # The page is static and public (the token check is /stt's): inline script and style, a Blob URL for
 # the AudioWorklet, connections back to this server only, never framed, and no Referer that could
@@ -47,11 +53,19 @@ def json_response(status: HTTPStatus, payload: dict[str, object]) -> Response:
     return _response(status, json.dumps(payload).encode(), "application/json")
 
 
-def token_ok(request: Request, token: str) -> bool:
+def dialect_of(request: Request | None) -> Dialect:
+    return DIALECTS.get(urlsplit(request.path).path, "stt") if request is not None else "stt"
+
+
+def offered_token(request: Request) -> str:
+    """The token a client offers: ``Authorization: Bearer``, else ``?token=``."""
     auth = request.headers.get("Authorization", "")
     offered = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if not offered:
-        offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+    return offered or parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+
+
+def token_ok(request: Request, token: str) -> bool:
+    offered = offered_token(request)
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
@@ -80,8 +94,10 @@ def route(ctx: Context, request: Request) -> Response | None:
         return json_response(HTTPStatus.UPGRADE_REQUIRED, {"error": "websocket_required",
                                                            "message": f"{path} speaks WebSocket"})
     token = ctx.settings.stt_token
+    if path in AUTH_AFTER_UPGRADE:
+        return None
     if token is not None and not token_ok(request, token.get_secret_value()):
-        ctx.metrics.error("unauthorized", dialect="stt")
+        ctx.metrics.error("unauthorized", dialect=DIALECTS[path])
         # refused before the handshake: no audio is ever accepted from an unauthenticated client
         return json_response(HTTPStatus.UNAUTHORIZED, {
             "error": "unauthorized", "message": "send Authorization: Bearer <STT_TOKEN> or ?token="})

@@ -135,8 +135,7 @@ class WyomingSession:
     _audio_bytes: int = 0
     _chunks: Chunks = field(default_factory=Chunks)
     _started: bool = False  # transcript-start sent for this stream
-    _window_start: float = 0.0
-    _window_chunks: int = 0
+    _rate: s.RateWindow | None = None
 
     # ---- from the client --------------------------------------------------------------------
 
@@ -233,10 +232,9 @@ class WyomingSession:
         return [*([s.Audio(tail)] if tail else []), s.EndSegment("end")]
 
     def _flooding(self, now: float) -> bool:
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_chunks = now, 0
-        self._window_chunks += 1
-        return self._window_chunks > self.limits.max_chunks_per_s
+        if self._rate is None:
+            self._rate = s.RateWindow(self.limits.max_chunks_per_s)
+        return self._rate.over(now)
 
     # ---- from the engine and the adapter ---------------------------------------------------------
 

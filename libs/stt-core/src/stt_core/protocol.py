@@ -42,6 +42,11 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# The base of every JSON message a session machine sends, ``/stt``'s and the other dialects' alike:
+# ``encode`` writes any of them as one text frame.
+Message = _Message
+
+
 class Init(_Message):
     type: Literal["init"]
     session_id: str | None = Field(default=None, max_length=128)
@@ -159,7 +164,7 @@ ServerMessage = Annotated[Ready | Partial | Final | Health | Error, Field(discri
 _server_adapter: TypeAdapter[Ready | Partial | Final | Health | Error] = TypeAdapter(ServerMessage)
 
 
-def encode(message: _Message) -> str:
+def encode(message: Message) -> str:
     """One JSON text frame."""
     return message.model_dump_json(exclude_none=True)
 

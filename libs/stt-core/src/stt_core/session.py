@@ -29,6 +29,8 @@ class CloseCode(enum.IntEnum):
     TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
     INTERNAL = 1011
     TRY_AGAIN = 1013  # MAX_SESSIONS reached
+    UNAUTHORIZED = 4401  # seed 002: no token
+    FORBIDDEN = 4403  # seed 002: a token, not the right one
     IDLE = 4408  # nothing received for IDLE_TIMEOUT_S
 
 
@@ -41,7 +43,9 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class Send:
-    message: p.Ready | p.Partial | p.Final | p.Health | p.Error
+    """A JSON message for the peer: ``/stt``'s, or another dialect's (any ``protocol.Message``)."""
+
+    message: p.Message
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,21 @@ class Limits:
 
 
 @dataclass
+class RateWindow:
+    """Messages counted per one-second window: true once a window holds more than ``limit``."""
+
+    limit: int
+    _start: float = 0.0
+    _count: int = 0
+
+    def over(self, now: float) -> bool:
+        if now - self._start >= 1.0:
+            self._start, self._count = now, 0
+        self._count += 1
+        return self._count > self.limit
+
+
+@dataclass
 class SessionMachine:
     """One connection's protocol state. ``model`` and ``partial_interval_ms`` only fill ``ready``;
     ``languages`` are the model's, against which ``init``'s options are checked."""
@@ -117,10 +136,13 @@ class SessionMachine:
     enable_partials: bool = True
     segment: int = 0
     _segment_bytes: int = 0
-    _window_start: float = 0.0
-    _window_frames: int = 0
+    _rate: RateWindow | None = None
 
     # ---- inputs -----------------------------------------------------------------------------
+
+    def opened(self) -> list[Action]:
+        """The connection is up; ``/stt`` waits for the client's init."""
+        return []
 
     def receive_text(self, text: str, now: float = 0.0) -> list[Action]:
         if self.state is State.CLOSED:
@@ -244,10 +266,9 @@ class SessionMachine:
         return None
 
     def _flooding(self, now: float) -> bool:
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_frames = now, 0
-        self._window_frames += 1
-        return self._window_frames > self.limits.max_frames_per_s
+        if self._rate is None:
+            self._rate = RateWindow(self.limits.max_frames_per_s)
+        return self._rate.over(now)
 
     def _error(self, exc: PeerError, close: CloseCode = CloseCode.POLICY) -> list[Action]:
         actions: list[Action] = [Send(p.Error(code=exc.code, message=exc.message))]
