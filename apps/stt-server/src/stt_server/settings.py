@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from stt_core.settings import CommonSettings
 from stt_core.vad import VadConfig
 
 WYOMING_DEFAULT_PORT = 10300  # the port Home Assistant users know from wyoming-faster-whisper
+SOCKETIO_DEFAULT_PORT = 2700  # seed 004's server's port
 
 
 class ServerSettings(CommonSettings):
@@ -40,6 +44,37 @@ class ServerSettings(CommonSettings):
     vad_min_speech_ms: int = Field(default=250, ge=0, le=10_000)
     vad_max_utterance_s: float = Field(default=30.0, gt=1, le=600)
     vad_tail_floor_db: float = Field(default=35.0, ge=0, le=90)
+    # which classifier tells speech from silence inside the gate: webrtcvad (the worker's), or Silero
+    # (seed 004's; the model faster-whisper ships), with its speech probability threshold
+    vad_engine: Literal["webrtc", "silero"] = "webrtc"
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    # ---- seed 004's Socket.IO server, on HOST. Unset: 2700 when it is free; a number: that port or
+    # exit 78; 0: off
+    socketio_port: int | None = Field(default=None, ge=0, le=65535)
+    # ---- transcript subscribers: every final (and with MQTT_PARTIALS, partials) of every session, on
+    # MQTT in the worker's topic layout (<MQTT_BASE_TOPIC>/<session or client id>/transcript/final);
+    # MQTT_HOST unset: off
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    mqtt_base_topic: str = Field(default="stt", min_length=1, pattern=r"^[^#+]+$")
+    mqtt_client_id: str | None = None
+    mqtt_partials: bool = False
+    # ... and each final POSTed as JSON to WEBHOOK_URL (Home Assistant's and Node-RED's webhooks), with
+    # bounded retries in the background
+    webhook_url: AnyHttpUrl | None = None
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_retries: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("file does not exist")
+        return v
 
     def vad_config(self) -> VadConfig:
         return VadConfig(aggressiveness=self.vad_aggressiveness, preroll_ms=self.vad_preroll_ms,
@@ -54,6 +89,14 @@ class ServerSettings(CommonSettings):
     @property
     def wyoming_listen_port(self) -> int:
         return WYOMING_DEFAULT_PORT if self.wyoming_port is None else self.wyoming_port
+
+    @property
+    def socketio_explicit(self) -> bool:
+        return self.socketio_port is not None
+
+    @property
+    def socketio_listen_port(self) -> int:
+        return SOCKETIO_DEFAULT_PORT if self.socketio_port is None else self.socketio_port
 
     @property
     def advertise_wyoming(self) -> bool:
