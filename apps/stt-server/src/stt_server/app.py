@@ -66,6 +66,7 @@ class Server:
             info = self.ctx.info
             log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=list(WS_PATHS),
                      model=info.model, device=info.device, compute_type=info.compute_type)
+            await self.ctx.transcripts.start()
             wyoming = await self._start_wyoming()
             notifier = notifier or Notifier()
             notifier.ready(f"serving {WS_PATH} on port {st.port}"
@@ -87,6 +88,8 @@ class Server:
                                          return_exceptions=True)
             except TimeoutError:
                 log.warning("shutdown_timeout", left=len(self.ctx.sessions))
+            # the sessions' last finals are queued by now: the subscribers get their bounded chance
+            await self.ctx.transcripts.close()
             if watchdog is not None:
                 watchdog.cancel()
         self.ctx.engine.close()

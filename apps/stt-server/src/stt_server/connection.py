@@ -106,8 +106,10 @@ class Connection:
             await self._send(action.message)
         elif isinstance(action, s.OpenSegment):
             self._index = action.index
+            # /stt's session id names the session for subscribers, once init has given one
+            self.segment.site = getattr(self.machine, "session_id", "") or self.segment.site
             self.segment.start(action.sample_rate, action.options,
-                               self._partial if action.enable_partials else None)
+                               self._partial if action.enable_partials else None, action.index)
         elif isinstance(action, s.Audio):
             self.segment.feed(action.pcm)
         elif isinstance(action, s.EndSegment):
@@ -128,7 +130,7 @@ class Connection:
 
     async def _final(self, reason: p.FinalReason) -> None:
         index = self._index
-        result = await self.segment.finish()
+        result = await self.segment.finish(reason)
         if result is None:
             return
         self.log.info("final", segment=index, audio_ms=result.t_ms, decode_ms=result.decode_ms,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -20,6 +21,7 @@ from stt_core.options import SpeechOptions
 
 from .metrics import Metrics
 from .settings import ServerSettings
+from .transcripts import Transcripts
 
 Dialect = Literal["stt", "wyoming", "handy", "nemo", "hybrid", "socketio"]
 
@@ -37,6 +39,7 @@ class Context:
         self.info = info
         self.metrics = Metrics()
         engine.on_decode = self.metrics.observe_decode
+        self.transcripts = Transcripts(settings, self.metrics)
         self.sessions: set[Session] = set()
         self.stopping = asyncio.Event()
         # seed 002's API key: STT_TOKEN, or in its single-user mode one made at start-up and logged
@@ -70,12 +73,16 @@ class Context:
 
 class SegmentRunner:
     """One dialect session's segment on the shared engine: the engine actions every session machine
-    returns (open, audio, pause, resume, end), carried out the same way for each, with its metrics."""
+    returns (open, audio, pause, resume, end), carried out the same way for each, with its metrics,
+    and each final (and partial) handed to the transcript subscribers under the session's ``site``."""
 
-    def __init__(self, ctx: Context, dialect: Dialect) -> None:
+    def __init__(self, ctx: Context, dialect: Dialect, site: str | None = None) -> None:
         self.ctx = ctx
         self.dialect: Dialect = dialect
+        # the session's id for subscribers: /stt's session_id or a seed 004 clientId once known
+        self.site = site or f"{dialect}-{uuid.uuid4().hex[:8]}"
         self.segment: Segment | None = None
+        self.index = 0
         self._rate = 16_000
 
     @property
@@ -83,12 +90,27 @@ class SegmentRunner:
         return self.segment is not None
 
     def start(self, sample_rate: int, options: SpeechOptions,
-              on_partial: Callable[[PartialResult], Awaitable[None]] | None) -> None:
+              on_partial: Callable[[PartialResult], Awaitable[None]] | None,
+              index: int | None = None) -> None:
         if self.segment is not None:
             self.segment.cancel()
         self._rate = sample_rate
+        self.index = self.index + 1 if index is None else index
         self.segment = self.ctx.engine.open_segment(sample_rate=sample_rate, options=options,
-                                                    on_partial=on_partial)
+                                                    on_partial=self._partials(on_partial))
+
+    def _partials(self, on_partial: Callable[[PartialResult], Awaitable[None]] | None
+                  ) -> Callable[[PartialResult], Awaitable[None]] | None:
+        """The session's partials, with a copy for the subscribers that want them."""
+        transcripts, index = self.ctx.transcripts, self.index
+        if on_partial is None or not transcripts.partials:
+            return on_partial
+
+        async def both(r: PartialResult) -> None:
+            transcripts.partial(self.dialect, self.site, r, index)
+            await on_partial(r)
+
+        return both
 
     def feed(self, pcm16: bytes) -> None:
         if self.segment is not None:
@@ -103,12 +125,13 @@ class SegmentRunner:
         if self.segment is not None:
             self.segment.resume()
 
-    async def finish(self) -> FinalResult | None:
+    async def finish(self, reason: str = "end") -> FinalResult | None:
         segment, self.segment = self.segment, None
         if segment is None:
             return None
         result = await segment.finish()
         self.ctx.metrics.count("segments_total", dialect=self.dialect)
+        self.ctx.transcripts.final(self.dialect, self.site, result, self.index, reason)
         return result
 
     def cancel(self) -> None:
