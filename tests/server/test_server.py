@@ -561,7 +561,11 @@ def run_server_expecting_failure(env: dict[str, str]) -> subprocess.CompletedPro
     ({"COMPUTE_TYPE": "float16"}, "COMPUTE_TYPE"),
     ({"MAX_SESSIONS": "0"}, "MAX_SESSIONS"),
     ({"FINAL_CONTEXT_S": "45"}, "FINAL_CONTEXT_S"),
-], ids=["port", "device", "unknown-model", "uncached-model", "compute-type", "max-sessions", "final-context"])
+    ({"VAD_ENGINE": "torch"}, "VAD_ENGINE"),
+    ({"WEBHOOK_URL": "not a url"}, "WEBHOOK_URL"),
+    ({"MQTT_HOST": "127.0.0.1", "MQTT_CA_FILE": "/nonexistent/ca.pem"}, "MQTT_CA_FILE"),
+], ids=["port", "device", "unknown-model", "uncached-model", "compute-type", "max-sessions", "final-context",
+        "vad-engine", "webhook-url", "mqtt-ca-file"])
 def test_bad_configuration_exits_78_with_one_line_naming_the_variable(env, variable):
     """A configuration that cannot work exits with 78 (EX_CONFIG) and one line on stderr that names
     the variable, never a traceback."""

@@ -80,7 +80,8 @@ class ServerSettings(CommonSettings):
         return VadConfig(aggressiveness=self.vad_aggressiveness, preroll_ms=self.vad_preroll_ms,
                          hangover_ms=self.vad_hangover_ms, min_speech_ms=self.vad_min_speech_ms,
                          max_utterance_s=self.vad_max_utterance_s,
-                         tail_floor_db=self.vad_tail_floor_db or None)
+                         tail_floor_db=self.vad_tail_floor_db or None, engine=self.vad_engine,
+                         threshold=self.vad_threshold)
 
     @property
     def wyoming_explicit(self) -> bool:

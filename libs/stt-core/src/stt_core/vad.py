@@ -46,6 +46,9 @@ class VadConfig:
     # even when webrtcvad calls it speech: webrtcvad hears the faint tail of a sentence (breath, room
     # echo) as voiced for 100-150 ms, and the hangover should start where the speech ends. None: off.
     tail_floor_db: float | None = None
+    # the classifier: webrtcvad (aggressiveness), or Silero (speech when its probability >= threshold)
+    engine: Literal["webrtc", "silero"] = "webrtc"
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_ALLOWED:
@@ -132,11 +135,19 @@ def webrtc_classifier(aggressiveness: int) -> Callable[[bytes], bool]:
     return is_speech
 
 
+def classifier(config: VadConfig) -> Callable[[bytes], bool]:
+    if config.engine == "silero":
+        from .silero import silero_classifier
+
+        return silero_classifier(config.threshold)
+    return webrtc_classifier(config.aggressiveness)
+
+
 class VadGate:
     def __init__(self, config: VadConfig | None = None,
                  is_speech: Callable[[bytes], bool] | None = None) -> None:
         self.config = config or VadConfig()
-        self.is_speech = is_speech or webrtc_classifier(self.config.aggressiveness)
+        self.is_speech = is_speech or classifier(self.config)
         c = self.config
         # the pre-roll proper plus the trigger window: preroll_ms of audio from before the triggering frames
         self._preroll: collections.deque[tuple[bytes, bool]] = collections.deque(
