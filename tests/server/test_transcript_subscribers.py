@@ -17,7 +17,8 @@ import pytest
 from stt_core.engine import FinalResult
 from stt_server.metrics import Metrics
 from stt_server.settings import ServerSettings
-from stt_server.transcripts import Transcripts, site_of
+from stt_server.transcript import site_of
+from stt_server.transcripts import Transcripts
 from websockets.sync.client import connect
 
 from harness.procs import Mosquitto, Proc, free_port, start_server

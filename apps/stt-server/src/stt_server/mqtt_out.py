@@ -21,7 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from .metrics import Metrics
 from .settings import ServerSettings
-from .transcripts import Transcript
+from .transcript import Transcript
 
 log = structlog.get_logger(__name__)
 MAX_QUEUED = 10_000  # messages paho keeps while the broker is away; past it, new ones are dropped

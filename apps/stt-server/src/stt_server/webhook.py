@@ -16,7 +16,7 @@ from stt_core.daemon.backoff import Backoff
 
 from .metrics import Metrics
 from .settings import ServerSettings
-from .transcripts import Transcript
+from .transcript import Transcript
 
 log = structlog.get_logger(__name__)
 MAX_QUEUED = 1000
