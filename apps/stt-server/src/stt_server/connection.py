@@ -25,6 +25,9 @@ log = structlog.get_logger(__name__)
 class WsSession(Protocol):
     """What a WebSocket dialect's machine offers its connection."""
 
+    # messages that carried audio so far: anything else (health, bad frames) does not keep a session open
+    audio_messages: int
+
     def opened(self) -> list[s.Action]: ...
 
     def receive_text(self, text: str, now: float) -> list[s.Action]: ...
@@ -61,18 +64,25 @@ class Connection:
             # Reading goes on after a close has started (the machine then ignores every frame): the
             # peer's close reply sits behind the frames it sent before it, and a connection that
             # stopped reading would never see it, holding the session until the close timeout.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + idle
             while True:
                 try:
-                    async with asyncio.timeout(None if self._closed else idle):
+                    async with asyncio.timeout_at(None if self._closed else deadline):
                         message = await self.ws.recv()
                 except TimeoutError:
                     await self.apply(self.machine.idle_timeout())
                     continue
                 now = time.monotonic()
+                heard = self.machine.audio_messages
                 if isinstance(message, str):
                     actions = self.machine.receive_text(message, now)
                 else:
                     actions = self.machine.receive_bytes(message, now)
+                if self.machine.audio_messages != heard:
+                    # only audio keeps a session: one that sends health requests (or junk) forever
+                    # would hold a MAX_SESSIONS slot forever
+                    deadline = loop.time() + idle
                 await self.apply(actions)
         except ConnectionClosed:
             pass  # the peer went away; the finally below tidies its segment up

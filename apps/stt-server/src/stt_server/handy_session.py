@@ -20,11 +20,11 @@ beam 5 and partials greedily, whatever a client asks (the same for every session
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from stt_core import jsonwire
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_core import vad as v
@@ -34,7 +34,8 @@ from stt_core.errors import PeerError
 from stt_core.options import SpeechOptions, check_options
 
 MAX_TEXT_BYTES = 4096  # a config or a stop is a few dozen bytes
-NOT_JSON = 'text messages are JSON objects: a config, or {"type": "stop"}'
+EXPECTED = 'JSON objects: a config, or {"type": "stop"}'
+NOT_JSON = f"text messages are {EXPECTED}"
 
 
 Action = s.Action
@@ -64,6 +65,7 @@ class HandySession:
     state: State = State.OPEN
     _auto: AutoSegmenter = field(init=False)
     _rate: s.RateWindow = field(init=False)
+    audio_messages: int = 0  # only these keep the session from its idle timeout
 
     def __post_init__(self) -> None:
         self._auto = AutoSegmenter(self.vad)
@@ -99,17 +101,14 @@ class HandySession:
             raise PeerError("flood", f"over {self.limits.max_frames_per_s} messages a second", fatal=True)
         if len(text.encode()) > MAX_TEXT_BYTES:
             raise PeerError("message_too_large", f"text messages are at most {MAX_TEXT_BYTES} bytes")
-        try:
-            raw: Any = json.loads(text)
-        except (ValueError, RecursionError):
-            raise PeerError("not_json", NOT_JSON) from None
+        raw: Any = jsonwire.loads(text, EXPECTED)
         if not isinstance(raw, dict):
             raise PeerError("not_json", NOT_JSON)
         kind = raw.get("type")
         if kind == "stop":
             return self._stop()
         if kind is not None:
-            raise PeerError("unknown_type", f"unknown message type {str(kind)[:32]!r}; expected stop")
+            raise PeerError("unknown_type", f"unknown message type {jsonwire.shown(kind)}; expected stop")
         if self.state is not State.OPEN:
             raise PeerError("config_after_audio", "the config message comes first, before any audio")
         try:
@@ -143,6 +142,7 @@ class HandySession:
         if len(data) % 2:
             raise PeerError("odd_length", f"int16 PCM holds whole samples; got {len(data)} bytes")
         self.state = State.STREAMING  # no config: the seed's defaults (English, transcribe)
+        self.audio_messages += 1
         return self._auto.feed(data)
 
     def _stop(self) -> list[Action]:

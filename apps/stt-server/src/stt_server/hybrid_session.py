@@ -21,11 +21,11 @@ decodes, ``fullSentence`` from the final decode of the whole sentence.
 from __future__ import annotations
 
 import enum
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stt_core import jsonwire
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_core import vad as v
@@ -65,8 +65,8 @@ def unpack(packet: bytes) -> tuple[int, bytes]:
         raise PeerError("bad_packet", f"the header says {n} bytes of metadata; the packet holds "
                                       f"{len(packet) - 4} after it")
     try:
-        meta: Any = json.loads(packet[4:4 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        meta: Any = jsonwire.loads(packet[4:4 + n])
+    except PeerError:
         raise PeerError("bad_metadata", 'the metadata is not JSON: {"sampleRate": <Hz>}') from None
     rate = meta.get("sampleRate") if isinstance(meta, dict) else None
     if isinstance(rate, float) and rate.is_integer():
@@ -88,6 +88,7 @@ class HybridSession:
     state: State = State.STREAMING
     _auto: AutoSegmenter = field(init=False)
     _rate: s.RateWindow = field(init=False)
+    audio_messages: int = 0  # only these keep the session from its idle timeout
     _converter: PcmConverter | None = None
 
     def __post_init__(self) -> None:
@@ -130,6 +131,7 @@ class HybridSession:
         except PeerError as exc:
             close = s.CloseCode.TOO_BIG if exc.code == "frame_too_large" else s.CloseCode.POLICY
             return self._error(exc, close)
+        self.audio_messages += 1
         if self._converter is None or self._converter.rate != rate:
             self._converter = PcmConverter(rate)
         audio = self._converter.push(pcm)

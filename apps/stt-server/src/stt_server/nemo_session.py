@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from stt_core import jsonwire
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_core import vad as v
@@ -122,6 +122,7 @@ class NemoSession:
     _options: SpeechOptions = field(default_factory=SpeechOptions)
     _enable_partials: bool = True
     _rate: s.RateWindow = field(init=False)
+    audio_messages: int = 0  # only these keep the session from its idle timeout
 
     def __post_init__(self) -> None:
         self._rate = s.RateWindow(self.limits.max_frames_per_s)
@@ -170,15 +171,12 @@ class NemoSession:
         if len(text) > limit:
             raise PeerError("message_too_large", f"messages are at most {limit} bytes; send shorter "
                                                  "audio chunks", fatal=True)
-        try:
-            raw: Any = json.loads(text)
-        except (ValueError, RecursionError):
-            raise PeerError("not_json", f"messages are JSON objects with a type: {KINDS}") from None
+        raw: Any = jsonwire.loads(text, f"JSON objects with a type: {KINDS}")
         kind = raw.get("type") if isinstance(raw, dict) else None
         if kind == "audio":
             return self._audio(raw)
         if len(text) > MAX_CONTROL_BYTES:
-            raise PeerError("message_too_large", f"a {str(kind)[:16]} message is at most "
+            raise PeerError("message_too_large", f"a {jsonwire.shown(kind, 16)} message is at most "
                                                  f"{MAX_CONTROL_BYTES} bytes")
         if kind == "config":
             return self._config(raw)
@@ -190,7 +188,7 @@ class NemoSession:
             return self._reset()
         if kind == "stop":
             return self._stop()
-        raise PeerError("unknown_type", f"unknown message type {str(kind)[:32]!r}; expected {KINDS}")
+        raise PeerError("unknown_type", f"unknown message type {jsonwire.shown(kind)}; expected {KINDS}")
 
     def _config(self, raw: dict[str, Any]) -> list[Action]:
         if self.in_segment:
@@ -231,6 +229,7 @@ class NemoSession:
             raise PeerError("bad_base64", "audio.data is not valid base64; the message was dropped") from None
         if len(decoded) % 4:
             raise PeerError("odd_length", f"float32 PCM holds whole 4-byte samples; got {len(decoded)} bytes")
+        self.audio_messages += 1
         samples = np.frombuffer(decoded, dtype="<f4")
         if not np.isfinite(samples).all():
             raise PeerError("bad_audio", "samples must be finite numbers (NaN or infinity found); this "

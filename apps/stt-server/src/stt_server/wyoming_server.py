@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import time
 from typing import Any
 
 import faster_whisper
 import structlog
-from stt_core import __version__
+from stt_core import __version__, jsonwire
 from stt_core import session as s
 from stt_core.engine import PartialResult
+from stt_core.errors import PeerError
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
@@ -66,8 +66,8 @@ class _BoundedReader:
         if not line:
             return line  # the end of the stream
         try:
-            header = json.loads(line)
-        except ValueError:
+            header = jsonwire.loads(line)
+        except PeerError:
             raise BadFrame("not a Wyoming event: a JSON header line was expected") from None
         if not isinstance(header, dict) or not isinstance(header.get("type"), str):
             raise BadFrame("a Wyoming header is a JSON object with a type")
@@ -86,8 +86,8 @@ class _BoundedReader:
         if self._data_length is not None and n == self._data_length:
             self._data_length = None
             try:
-                ok = isinstance(json.loads(data), dict)
-            except ValueError:
+                ok = isinstance(jsonwire.loads(data), dict)
+            except PeerError:
                 ok = False
             if not ok:
                 raise BadFrame("the data section is not a JSON object")

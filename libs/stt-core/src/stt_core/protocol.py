@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
+from . import jsonwire
 from .audio import MAX_RATE, MIN_RATE
 from .errors import PeerError
 from .options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS
@@ -83,23 +84,20 @@ CLIENT_TYPES = ("init", "end", "health", "pause", "resume")
 
 def decode_client_message(text: str) -> Init | End | HealthRequest | Pause | Resume:
     """Decode one text frame from a client, or raise ``PeerError`` with a stable code."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PeerError("not_json", "text frames must be JSON objects") from None
+    raw = jsonwire.loads(text, "JSON objects")
     if not isinstance(raw, dict):
         raise PeerError("not_json", "text frames must be JSON objects")
     kind = raw.get("type")
     if kind not in CLIENT_TYPES:
-        raise PeerError("unknown_type",
-                        f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+        raise PeerError("unknown_type", f"unknown message type {jsonwire.shown(kind)}; expected one of "
+                                        f"{', '.join(CLIENT_TYPES)}")
     try:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"][1:]) or "message"
         code = "bad_sample_rate" if field == "sample_rate" else "invalid_message"
-        raise PeerError(code, f"{kind}: {field}: {err['msg']} (got {err.get('input')!r})",
+        raise PeerError(code, f"{kind}: {field}: {err['msg']} (got {jsonwire.shown(err.get('input'))})",
                         fatal=kind == "init") from None
 
 

@@ -137,6 +137,8 @@ class SessionMachine:
     segment: int = 0
     _segment_bytes: int = 0
     _rate: RateWindow | None = None
+    # messages that carried audio: only these keep a session from its idle timeout
+    audio_messages: int = 0
 
     # ---- inputs -----------------------------------------------------------------------------
 
@@ -148,6 +150,9 @@ class SessionMachine:
         if self.state is State.CLOSED:
             return []
         try:
+            if self._flooding(now):  # text frames count too: a flood of health requests costs as much
+                raise PeerError("flood", f"more than {self.limits.max_frames_per_s} frames per second",
+                                fatal=True)
             msg = p.decode_client_message(text)
         except PeerError as exc:
             return self._error(exc)
@@ -174,6 +179,7 @@ class SessionMachine:
             return self._error(exc, close=close)
         if not data:
             return []
+        self.audio_messages += 1
         actions: list[Action] = []
         if self.state is State.IDLE:
             self.segment += 1
