@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from harness.speech import duration, refs
 
-MEASUREMENTS = ("latency", "accuracy", "capacity", "edge", "final_cost")
+MEASUREMENTS = ("latency", "accuracy", "capacity", "edge", "final_cost", "dialects")
 
 
 @dataclass(frozen=True)
 class Plan:
     name: str  # "full" | "quick" | "smoke"
-    latency_clips: tuple[str, ...]
+    latency_clips: tuple[str, ...]  # also every dialect's clips (dialects.py)
     capacity_clips: tuple[str, ...]
     levels: tuple[int, ...]  # stream counts, in order
     extra_level: int | None  # tried only when the last of ``levels`` holds

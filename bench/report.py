@@ -285,6 +285,106 @@ def edge_section(edge: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def both(s: dict[str, Any], key: str) -> str:
+    """A dialect's ratio: for the endpointed ones raw, then with the hangover taken off."""
+    if not s["endpointed"]:
+        return f(s[key])
+    return f"{f(s['raw_' + key])} raw; {f(s[key])} minus hangover"
+
+
+def na(x: float | None) -> str:
+    """A figure that does not apply to the dialect is left blank, not n/a."""
+    return "" if x is None else f(x)
+
+
+def dialects_section(d: dict[str, Any], meta: dict[str, Any]) -> str:
+    """One row per dialect of the one server: how its utterances end, end of speech -> final (and minus
+    the hangover where the server's gate ends them), as ratios to /stt's and to the offline decode."""
+    if "error" in d:
+        return f"Produced by {command(meta)} ({meta['plan']} plan): not measured: {d['error']}"
+    rows = []
+    for name, s in d.get("dialects", {}).items():
+        rows.append(
+            [
+                s["label"],
+                s["ends"],
+                f"{s['with_final']}/{s['clips']} ({s['finals']} finals)",
+                s2(s["end_to_final_s"]),
+                s2(s["minus_hangover_s"]) if s["endpointed"] else "",
+                "" if s["endpointed"] else s2(s["after_end_s"]),
+                "1 (reference)" if name == "stt" else both(s, "ratio_to_stt"),
+                both(s, "ratio_to_baseline"),
+                s2(s["first_partial_s"]),
+                pc(s["wer"]),
+            ]
+        )
+    labels = d.get("labels", {})
+    for name, why in d.get("skipped", {}).items():
+        rows.append([labels.get(name, name), "not measured: " + why, *([""] * 8)])
+    out = [
+        f"Produced by {command(meta)} ({meta['plan']} plan): clips {', '.join(d.get('clips', []))}.",
+        "",
+        table(
+            [
+                "dialect",
+                "utterance ended by",
+                "clips with a final",
+                "end of speech -> final, s (p50 / p90)",
+                "minus hangover, s",
+                "end/commit/audio-stop -> final, s",
+                "ratio to /stt (p50)",
+                "ratio to baseline decode (p50)",
+                "onset -> first partial, s",
+                "WER",
+            ],
+            rows,
+        ),
+        "",
+        f"One server, one stream at a time, every dialect in turn on each clip, 20 ms frames in real time. "
+        f"Hangover (VAD_HANGOVER_MS, as the server ran) {d['hangover_ms']} ms, gate {d['vad_engine']}. "
+        "Client-ended dialects send their end right after the clip (its trailing silence included); the "
+        "endpointed ones stream silence on, and the server's gate ends the utterance after the hangover. "
+        "Ratios are of medians: to /stt's end of speech -> final in this run "
+        f"({f(d.get('stt_p50_s'))} s), and to the baseline's median offline decode of the same clips "
+        f"({f(d.get('baseline_decode_p50_s'))} s); for the endpointed dialects both raw and minus the "
+        "hangover (the silence the gate waits through by design, which /stt's client does not wait).",
+    ]
+    errors = [
+        f"{name}: {s['errors']} failed ({'; '.join(s['error_samples'])})"
+        for name, s in d.get("dialects", {}).items()
+        if s["errors"]
+    ]
+    if errors:
+        out += ["", "Failed streams: " + "; ".join(errors) + "."]
+    per = [
+        [
+            t["dialect"],
+            t["clip"],
+            f(t["end_to_final_s"]),
+            na(t["minus_hangover_s"]),
+            na(t["after_end_s"]),
+            f(t["first_partial_s"]),
+            str(t["finals"]),
+            (t["error"] or t["text"])[:80],
+        ]
+        for s in d.get("dialects", {}).values()
+        for t in s["takes"]
+    ]
+    out += [
+        "",
+        "<details><summary>Per clip</summary>",
+        "",
+        table(
+            ["dialect", "clip", "end -> final s", "minus hangover s", "after end s", "first partial s",
+             "finals", "text"],
+            per,
+        ),
+        "",
+        "</details>",
+    ]
+    return "\n".join(out)
+
+
 PEERS_NOTE = (
     "Wyoming sends text once, after `audio-stop`, so its first text is its final. WhisperLive sends no "
     "final: its end -> final is the arrival of the message that first carried the text it settled on "
@@ -450,7 +550,16 @@ METHOD = """\
   venvs (bench/.venvs/), the same clips, model, pacing and capacity runner; our `/stt` server measured in
   the same run. Wyoming answers once, after `audio-stop`. WhisperLive has no final message: its
   end -> final is when the text last changed (generous), and end -> committed when it marked the whole
-  text completed, if it did within the wait."""
+  text completed, if it did within the wait.
+- **Dialects** (`bench/dialects.py`): one `stt-server` with `STT_TOKEN`, `WYOMING_PORT`, `SOCKETIO_PORT`
+  and `VAD_HANGOVER_MS` set; each latency clip is streamed in real time (20 ms frames) into `/stt`, seed
+  002's NeMo path, Wyoming, seed 001's `/ws`, seed 003's `/ws/transcribe` and seed 004's Socket.IO, one
+  stream at a time, each by a client written from its seed. `/stt`, NeMo and Wyoming end the utterance
+  right after the clip (`end`, `commit`, `audio-stop`); the others keep sending silence until the
+  server's gate ends it. End of speech is the clip's (as for latency), mapped to the wall clock from the
+  first frame sent; the time to the clip's last final is given raw, minus the hangover for the
+  endpointed dialects, and from the end message for the others; first partial from speech onset
+  (Wyoming: `transcript-chunk`)."""
 
 
 def render(
@@ -499,6 +608,9 @@ def render(
     if bench and bench.get("final_cost"):
         out += ["## 6. Cost of a final (why FINAL_CONTEXT_S)", "",
                 final_cost_section(bench["final_cost"]), ""]
+    if bench and bench.get("dialects"):
+        out += ["## 7. Every dialect of stt-server (one server, one run)", "",
+                dialects_section(bench["dialects"], bench["meta"]), ""]
     out += [
         "## Method",
         "",
@@ -536,6 +648,10 @@ def key_figures(kind: str, r: dict[str, Any]) -> dict[str, Any]:
         row["held"] = r.get("capacity", {}).get("held")
         idle = r.get("edge", {}).get("idle", {}).get("ws", {})
         row["idle_ws_cpu"], row["idle_ws_rss"] = idle.get("cpu_percent"), idle.get("rss_mb")
+        dia = r.get("dialects", {}).get("dialects", {})
+        if dia:
+            row["dialect_end_final_p50"] = {k: v["end_to_final_s"]["p50"] for k, v in dia.items()}
+            row["dialect_ratio_to_stt"] = {k: v["ratio_to_stt"] for k, v in dia.items()}
     else:
         series = {"stt-bridge": r.get("capacity", {}), **r.get("peers", {})}
         row["held_by"] = {k: v.get("held") for k, v in series.items()}

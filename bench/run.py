@@ -1,5 +1,5 @@
-"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge,final_cost] [--peers]
-[--out DIR]``
+"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge,final_cost,dialects]
+[--peers] [--out DIR]``
 
 Runs the measurements in an order that keeps them apart on a small machine (the baseline first, on a quiet
 machine; one worker at a time), then writes the figures, plots and RESULTS.md (``report.py``).
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import accuracy, baseline, capacity, edge, final_cost, latency, meta, peers, report
+from . import accuracy, baseline, capacity, dialects, edge, final_cost, latency, meta, peers, report
 from .clips import load_all
 from .plan import MEASUREMENTS, preset
 from .rig import Rig
@@ -91,6 +91,10 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if "edge" in todo:
             log(f"edge: idle workers, {plan.idle_s:g} s of silence")
             results["edge"] = edge.summarize(edge.idle(rig, plan.idle_s, out_dir), summaries)
+    if "dialects" in todo:
+        # its own server (Wyoming and Socket.IO ports, STT_TOKEN), after the rig's is stopped
+        log(f"dialects: {len(plan.latency_clips)} clips in real time into each dialect of one stt-server")
+        results["dialects"] = dialects.run(plan, base, out_dir, log)
     if args.peers:
         results["peers"] = peers.run(plan, base)
     results["meta"]["duration_s"] = time.monotonic() - t0
