@@ -117,9 +117,10 @@ class Mosquitto:
 def start_server(env: dict[str, str] | None = None, port: int | None = None) -> tuple[Proc, int]:
     """The real stt-server console script on a free port, embedded model, CPU."""
     port = port or free_port()
-    # WYOMING_PORT=0 unless a test asks: several test servers at once would all want 10300
+    # WYOMING_PORT=0 and SOCKETIO_PORT=0 unless a test asks: several test servers at once would all
+    # want 10300 and 2700
     full = {"HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "LOG_FORMAT": "json",
-            "WYOMING_PORT": "0"}
+            "WYOMING_PORT": "0", "SOCKETIO_PORT": "0"}
     full.update(env or {})
     for var in ("WHISPER_MODEL", "STT_TOKEN"):
         if var not in full:

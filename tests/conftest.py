@@ -8,7 +8,7 @@ import pytest
 
 from harness.procs import Mosquitto, Proc, free_port, start_server
 
-_wyoming: dict[str, int] = {}
+_ports: dict[str, int] = {}
 
 
 @pytest.fixture
@@ -21,9 +21,11 @@ def broker() -> Iterator[Mosquitto]:
 @pytest.fixture(scope="session")
 def server() -> Iterator[tuple[Proc, int]]:
     """One real stt-server for the tests that only use it (tests that kill a server start their own),
-    with its Wyoming listener on a free port (``wyoming_port``)."""
-    _wyoming["port"] = free_port()
-    proc, port = start_server({"WYOMING_PORT": str(_wyoming["port"])})
+    with its Wyoming listener and its Socket.IO server on free ports (``wyoming_port``,
+    ``socketio_port``)."""
+    _ports["wyoming"], _ports["socketio"] = free_port(), free_port()
+    proc, port = start_server({"WYOMING_PORT": str(_ports["wyoming"]),
+                               "SOCKETIO_PORT": str(_ports["socketio"])})
     yield proc, port
     proc.stop()
 
@@ -31,4 +33,10 @@ def server() -> Iterator[tuple[Proc, int]]:
 @pytest.fixture(scope="session")
 def wyoming_port(server: tuple[Proc, int]) -> int:
     """The session server's Wyoming port."""
-    return _wyoming["port"]
+    return _ports["wyoming"]
+
+
+@pytest.fixture(scope="session")
+def socketio_port(server: tuple[Proc, int]) -> int:
+    """The session server's Socket.IO port (seed 004)."""
+    return _ports["socketio"]

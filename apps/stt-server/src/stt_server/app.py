@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import TYPE_CHECKING
 
 import structlog
 from stt_core import __version__
@@ -22,6 +23,9 @@ from .context import Context
 from .http import NEMO_PATH, WS_PATH, WS_PATHS, dialect_of, route
 from .settings import ServerSettings
 from .wyoming_server import WyomingListener
+
+if TYPE_CHECKING:
+    from .socketio_server import SocketIoListener
 
 log = structlog.get_logger(__name__)
 
@@ -68,9 +72,11 @@ class Server:
                      model=info.model, device=info.device, compute_type=info.compute_type)
             await self.ctx.transcripts.start()
             wyoming = await self._start_wyoming()
+            sio = await self._start_socketio()
             notifier = notifier or Notifier()
             notifier.ready(f"serving {WS_PATH} on port {st.port}"
-                           + (f", Wyoming on {st.wyoming_listen_port}" if wyoming else ""))
+                           + (f", Wyoming on {st.wyoming_listen_port}" if wyoming else "")
+                           + (f", Socket.IO on {st.socketio_listen_port}" if sio else ""))
             watchdog = loop.create_task(self._watchdog(notifier)) if notifier.watchdog_interval else None
             await self.ctx.stopping.wait()
             notifier.stopping()
@@ -82,6 +88,13 @@ class Server:
                 await asyncio.gather(self._advertising, return_exceptions=True)
             if wyoming is not None:
                 await wyoming.close()
+            if sio is not None:
+                # its open utterances get their transcriptions, within the shutdown bound
+                try:
+                    async with asyncio.timeout(st.shutdown_timeout_s):
+                        await sio.close()
+                except TimeoutError:
+                    log.warning("socketio_shutdown_timeout")
             try:
                 async with asyncio.timeout(st.shutdown_timeout_s):
                     await asyncio.gather(*(c.shutdown() for c in list(self.ctx.sessions)),
@@ -118,6 +131,27 @@ class Server:
             # in the background: mDNS probing takes a second or two, and serving need not wait for it
             self._advertising = asyncio.get_running_loop().create_task(
                 self._advertise(listener, st.host, port, st.wyoming_zeroconf_name))
+        return listener
+
+    async def _start_socketio(self) -> SocketIoListener | None:
+        """Seed 004's Socket.IO server on HOST:SOCKETIO_PORT, on the same terms as Wyoming's port."""
+        st = self.settings
+        port = st.socketio_listen_port
+        if port == 0:
+            return None
+        from .socketio_server import SocketIoListener  # python-socketio and aiohttp only when on
+
+        listener = SocketIoListener(self.ctx)
+        try:
+            bound = await listener.start(st.host, port)
+        except OSError as exc:
+            if st.socketio_explicit:
+                raise ConfigError("SOCKETIO_PORT", f"cannot listen on {st.host}:{port}: "
+                                                   f"{exc.strerror or exc}") from None
+            log.warning("socketio_port_taken", port=port, error=exc.strerror or str(exc),
+                        hint="set SOCKETIO_PORT to another port, or 0 to turn the Socket.IO server off")
+            return None
+        log.info("socketio_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
         return listener
 
     @staticmethod
