@@ -62,6 +62,10 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.ctx.stopping.set)
+        # the other listeners first: once the main port answers, every dialect does
+        await self.ctx.transcripts.start()
+        wyoming = await self._start_wyoming()
+        sio = await self._start_socketio()
         async with serve(self.handle, st.host, st.port, process_request=lambda _, r: route(self.ctx, r),
                          # websockets' own limit sits above ours so the session can answer with an error
                          max_size=max(st.max_frame_bytes * 4, 1 << 20), ping_interval=20, ping_timeout=20,
@@ -70,9 +74,6 @@ class Server:
             info = self.ctx.info
             log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=list(WS_PATHS),
                      model=info.model, device=info.device, compute_type=info.compute_type)
-            await self.ctx.transcripts.start()
-            wyoming = await self._start_wyoming()
-            sio = await self._start_socketio()
             notifier = notifier or Notifier()
             notifier.ready(f"serving {WS_PATH} on port {st.port}"
                            + (f", Wyoming on {st.wyoming_listen_port}" if wyoming else "")

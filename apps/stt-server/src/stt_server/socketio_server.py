@@ -189,7 +189,7 @@ class SocketIoListener:
         t = self.transcribers.pop(client_id, None)
         if t is not None:
             await t.apply(t.machine.cancel())
-        log.info("client_cleaned_up", client_id=client_id, event=event, had_state=t is not None)
+        log.info("client_cleaned_up", client_id=client_id, via=event, had_state=t is not None)
         return client_id
 
     async def release(self, sid: str, reason: p.FinalReason) -> None:
