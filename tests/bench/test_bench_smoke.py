@@ -49,6 +49,16 @@ def test_smoke_run_measures_every_figure(smoke: tuple[Path, dict[str, Any]]) -> 
     cost = r["final_cost"]
     for key in ("speedup", "encoder_share", "encoder_batched_per_item_s", "wer_offline", "wer_ours"):
         assert finite(cost[key]), (key, cost)
+    # every dialect of the server in the same run: a final and its timing for each
+    dialects = r["dialects"]["dialects"]
+    assert set(dialects) == {"stt", "handy", "nemo", "hybrid", "socketio", "wyoming"}, dialects.keys()
+    for name, d in dialects.items():
+        assert d["errors"] == 0, (name, d["error_samples"])
+        assert d["with_final"] == d["clips"], name
+        assert finite(d["end_to_final_s"]["p50"]), name
+        assert finite(d["ratio_to_stt"]), name
+    for name in ("handy", "hybrid", "socketio"):
+        assert finite(dialects[name]["minus_hangover_s"]["p50"]), name
 
 
 def test_smoke_run_writes_results_and_plots(smoke: tuple[Path, dict[str, Any]]) -> None:
@@ -62,6 +72,7 @@ def test_smoke_run_writes_results_and_plots(smoke: tuple[Path, dict[str, Any]]) 
         "## 3. Server capacity",
         "## 4. Edge cost",
         "## 6. Cost of a final",
+        "## 7. Every dialect",
         "## Before/after",
         "cores",
     ):
