@@ -132,9 +132,12 @@ class HybridSession:
             close = s.CloseCode.TOO_BIG if exc.code == "frame_too_large" else s.CloseCode.POLICY
             return self._error(exc, close)
         self.audio_messages += 1
+        tail = b""
         if self._converter is None or self._converter.rate != rate:
+            # what the old rate's resampler still holds is audio too: flush it, or the switch drops it
+            tail = self._converter.flush() if self._converter is not None else b""
             self._converter = PcmConverter(rate)
-        audio = self._converter.push(pcm)
+        audio = tail + self._converter.push(pcm)
         return self._auto.feed(audio) if audio else []
 
     # ---- from the engine --------------------------------------------------------------------
