@@ -53,6 +53,14 @@ def json_response(status: HTTPStatus, payload: dict[str, object]) -> Response:
     return _response(status, json.dumps(payload).encode(), "application/json")
 
 
+def origin_ok(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """A browser's Origin: the server's own page (same host and port), or one the operator allows."""
+    origin = origin.strip().rstrip("/").lower()
+    if "*" in allowed or origin in allowed:
+        return True
+    return origin != "null" and urlsplit(origin).netloc == host.strip().lower() != ""
+
+
 def dialect_of(request: Request | None) -> Dialect:
     return DIALECTS.get(urlsplit(request.path).path, "stt") if request is not None else "stt"
 
@@ -93,6 +101,19 @@ def route(ctx: Context, request: Request) -> Response | None:
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return json_response(HTTPStatus.UPGRADE_REQUIRED, {"error": "websocket_required",
                                                            "message": f"{path} speaks WebSocket"})
+    return _access(ctx, request, path)
+
+
+def _access(ctx: Context, request: Request, path: str) -> Response | None:
+    """Who may open a session on a WebSocket path: the browser page's origin, then the token."""
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_ok(origin, request.headers.get("Host", ""), ctx.settings.origins):
+        ctx.metrics.error("origin_not_allowed", dialect=DIALECTS[path])
+        # a page on another site must not reach a LAN service through its visitor's browser
+        # (cross-site WebSocket hijacking): refused before the handshake, whatever the path
+        return json_response(HTTPStatus.FORBIDDEN, {
+            "error": "origin_not_allowed",
+            "message": "this web page's origin may not open sessions; add it to ALLOWED_ORIGINS"})
     token = ctx.settings.stt_token
     if path in AUTH_AFTER_UPGRADE:
         return None

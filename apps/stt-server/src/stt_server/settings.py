@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,9 @@ class ServerSettings(CommonSettings):
     port: int = Field(default=9000, ge=1, le=65535)
     device: str = Field(default="cuda", pattern="^(?i)(cuda|cpu|auto)$")
     stt_token: SecretStr | None = None
+    # web pages (scheme://host[:port], comma-separated; * for any) whose scripts may open a session
+    # besides the server's own page; a client that sends no Origin (not a browser) always may
+    allowed_origins: str | None = Field(default=None, max_length=4096)
     max_sessions: int = Field(default=32, ge=1, le=10_000)
     max_segment_s: float = Field(default=60.0, gt=0, le=3600)
     max_frame_bytes: int = Field(default=65_536, ge=640, le=16 * 1024 * 1024)
@@ -90,6 +94,19 @@ class ServerSettings(CommonSettings):
     @property
     def wyoming_listen_port(self) -> int:
         return WYOMING_DEFAULT_PORT if self.wyoming_port is None else self.wyoming_port
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: str | None) -> str | None:
+        for origin in (o.strip() for o in (v or "").split(",") if o.strip()):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], or *")
+        return v
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/").lower() for o in (self.allowed_origins or "").split(",")
+                     if o.strip())
 
     @property
     def socketio_explicit(self) -> bool:

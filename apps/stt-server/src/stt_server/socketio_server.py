@@ -90,8 +90,12 @@ class Connected:
 class SocketIoListener:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False,
-                                        max_http_buffer_size=max(1 << 20, ctx.settings.max_frame_bytes * 4))
+        origins = ctx.settings.origins
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", logger=False, engineio_logger=False,
+            max_http_buffer_size=max(1 << 20, ctx.settings.max_frame_bytes * 4),
+            # ALLOWED_ORIGINS as for the WebSocket paths; unset, python-socketio's same-origin rule
+            cors_allowed_origins=("*" if "*" in origins else list(origins)) if origins else None)
         self.app = web.Application()
         self.sio.attach(self.app)
         self.transcribers: dict[str, Transcriber] = {}
