@@ -7,6 +7,7 @@ Also the dialect's machine in-process (no socket, no model)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -138,6 +139,31 @@ def test_cleanup_is_confirmed_bad_payloads_are_answered_and_the_connection_goes_
     assert 'stt_errors_total{dialect="socketio",code="bad_audio"}' in metrics
 
 
+def test_another_connections_id_is_refused_and_one_connection_has_a_bounded_number_of_clients(socketio_port):
+    """A sid names that connection's private room (python-socketio will not let anyone join it), and
+    each clientId costs a voice gate: both are answered with an ``error``, and the connection goes on."""
+    async def run() -> tuple[list[Any], Any, list[Any]]:
+        a, b = await client(socketio_port), await client(socketio_port)
+        errors: list[Any] = []
+        b.on("error", errors.append)
+        sub = await b.call("subscribe_transcripts", {"clientId": a.get_sid()}, timeout=10)
+        await b.emit("audio_data", {"clientId": a.get_sid(), "audio": b"\0\0" * 160})
+        for k in range(17):
+            await b.emit("audio_data", {"clientId": f"room-{k}", "audio": b"\0\0" * 160})
+        ok = await b.call("subscribe_transcripts", {"clientId": "room-1"}, timeout=10)
+        await wait_for(lambda: len(errors) >= 3)
+        await asyncio.sleep(0.3)
+        await a.disconnect()
+        await b.disconnect()
+        return errors, sub, [ok]
+
+    errors, sub, ok = asyncio.run(run())
+    assert sub["ok"] is False
+    assert "another connection" in sub["message"]
+    assert [e["code"] for e in errors] == ["bad_client_id", "bad_client_id", "too_many_clients"]
+    assert ok == [{"ok": True, "clientId": "room-1"}]
+
+
 # ---- the machine in-process ---------------------------------------------------------------
 
 
@@ -170,3 +196,51 @@ def test_a_flood_is_answered_not_fatal():
     acts = [a for _ in range(12) for a in m.audio(b"\0\0" * 160, 16000, 0.5)]
     codes = [getattr(a.message, "code", None) for a in acts if isinstance(a, s.Send)]
     assert codes == ["flood", "flood"]
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (None, "bad_audio"),
+    (12, "bad_audio"),
+    ({"clientId": "a"}, "bad_audio"),
+    ({"audio": 3.5}, "bad_audio"),
+    ({"audio": [1, True]}, "bad_audio"),
+    ({"audio": [1, 2.5]}, "bad_audio"),
+    ({"audio": "not base64!"}, "bad_audio"),
+    ({"clientId": "", "audio": b"\0\0"}, "bad_client_id"),
+    ({"clientId": ["a"], "audio": b"\0\0"}, "bad_client_id"),
+    ({"audio": b"\0\0", "sampleRate": 96000}, "bad_sample_rate"),
+    ({"audio": b"\0\0", "sampleRate": 16000.5}, "bad_sample_rate"),
+    ({"audio": b"\0\0", "sampleRate": True}, "bad_sample_rate"),
+])
+def test_every_bad_payload_is_a_peer_error_with_its_code(payload: Any, code: str):
+    with pytest.raises(PeerError) as err:
+        audio_of(payload)
+    assert err.value.code == code
+    assert err.value.message
+
+
+def test_base64_text_and_a_whole_float_rate_are_accepted():
+    pcm = np.array([5, -5], dtype="<i2").tobytes()
+    assert audio_of({"audio": base64.b64encode(pcm).decode(), "sampleRate": 48000.0}) == (None, pcm, 48000)
+
+
+@pytest.mark.parametrize(("data", "code"), [(b"\0" * 3, "odd_length"),
+                                            (b"\0" * (64 * 1024 + 2), "frame_too_large")])
+def test_bad_audio_is_answered_and_the_transcriber_goes_on(data: bytes, code: str):
+    m = SocketIoSession("c1")
+    acts = m.audio(data, 16000, 0.0)
+    assert len(acts) == 1
+    assert isinstance(acts[0], s.Send)
+    assert getattr(acts[0].message, "code", None) == code
+    assert not m.closed
+    assert m.audio(b"\0\0" * 160, 16000, 0.1) == []  # silence: no segment, no error
+
+
+def test_an_empty_final_is_not_emitted_and_cleanup_drops_the_open_utterance():
+    m = SocketIoSession("c1")
+    assert m.final(FinalResult("", 0.0, 400, "en", 5), "end", 1) == []
+    speech = clip("LJ001-0002")[:32000].tobytes()  # 1 s of a real recording: the gate opens on it
+    acts = [a for k in range(0, len(speech), 640) for a in m.audio(speech[k:k + 640], 16000, k / 32000)]
+    assert any(isinstance(a, s.OpenSegment) for a in acts)
+    assert [type(a) for a in m.cancel()] == [s.CancelSegment]
+    assert m.audio(speech[:640], 16000, 1.0) == []  # a deleted transcriber hears nothing more

@@ -29,6 +29,7 @@ from .socketio_session import PartialTranscription, SocketIoSession, Transcripti
 
 log = structlog.get_logger(__name__)
 DIALECT: Dialect = "socketio"
+MAX_CLIENT_IDS_PER_SID = 16  # a browser tab streams one; a gateway a few
 
 
 class Transcriber:
@@ -149,14 +150,28 @@ class SocketIoListener:
             await self._error(sid, exc)
             return
         client_id = cid or sid
+        if client_id != sid and client_id in self.connected:
+            # another connection's sid names that connection's private room: audio under it would
+            # reach that connection and nobody else (python-socketio refuses to join it)
+            await self._error(sid, PeerError("bad_client_id", "that clientId is another connection's id"))
+            return
         t = self.transcribers.get(client_id)
-        if t is None or t.machine.closed:
+        joining = t is None or t.machine.closed or t.owner != sid
+        if t is None or t.machine.closed:  # closed: its sid left, and its last final is on the way
+            if sum(1 for x in self.transcribers.values() if x.owner == sid) >= MAX_CLIENT_IDS_PER_SID:
+                # each transcriber holds a voice gate (Silero's state, with VAD_ENGINE=silero):
+                # one connection must not grow them without bound
+                await self._error(sid, PeerError("too_many_clients", f"one connection sends audio for at "
+                                                 f"most {MAX_CLIENT_IDS_PER_SID} clientIds"))
+                return
             t = self.transcribers[client_id] = Transcriber(self, client_id, sid)
-            await self.sio.enter_room(sid, client_id)  # the sender hears its room's transcriptions
-        elif t.owner != sid:
-            t.owner = sid
-            await self.sio.enter_room(sid, client_id)
+        t.owner = sid
+        # the chunk's actions are computed and queued on the transcriber's lock before anything here
+        # awaits: python-socketio runs each event as its own task, and chunks must reach the engine
+        # in the order they were sent
         await t.apply(t.machine.audio(pcm, rate, time.monotonic()))
+        if joining:
+            await self._join(sid, client_id)  # the sender hears its room's transcriptions
 
     async def _on_subscribe_transcripts(self, sid: str, data: Any = None) -> dict[str, Any]:
         try:
@@ -166,7 +181,13 @@ class SocketIoListener:
         except PeerError as exc:
             await self._error(sid, exc)
             return {"ok": False, "code": exc.code, "message": exc.message}
-        await self.sio.enter_room(sid, client_id)
+        if client_id != sid and client_id in self.connected:
+            # python-socketio refuses to join another connection's private room
+            taken = PeerError("bad_client_id", "another connection's id is not a room to subscribe to; "
+                                               "the audio client names its stream with a clientId")
+            await self._error(sid, taken)
+            return {"ok": False, "code": taken.code, "message": taken.message}
+        await self._join(sid, client_id)
         log.info("subscribed", sid=sid, client_id=client_id)
         return {"ok": True, "clientId": client_id}
 
@@ -219,6 +240,12 @@ class SocketIoListener:
         elif isinstance(message, p.Error):
             self.ctx.metrics.error(message.code, dialect=DIALECT)
             await self.sio.emit("error", {"code": message.code, "message": message.message}, to=t.owner)
+
+    async def _join(self, sid: str, room: str) -> None:
+        try:
+            await self.sio.enter_room(sid, room)
+        except (KeyError, ValueError):  # the sid left while its audio was being applied
+            log.debug("join_skipped", sid=sid, room=room)
 
     async def _error(self, sid: str, exc: PeerError) -> None:
         self.ctx.metrics.error(exc.code, dialect=DIALECT)

@@ -83,6 +83,8 @@ def audio_of(data: Any) -> tuple[str | None, bytes, int]:
     else:
         raise PeerError("bad_audio", SHAPE)
     rate = data.get("sampleRate", TARGET_RATE)
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)  # a browser's AudioContext.sampleRate is a JS number: 48000 may come as 48000.0
     if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
         raise PeerError("bad_sample_rate", f"sampleRate is a whole number of Hz, {MIN_RATE} to {MAX_RATE}")
     return cid, pcm, rate
