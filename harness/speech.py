@@ -88,3 +88,17 @@ def wer(pairs: list[tuple[str, str]]) -> float:
     refs_n = [normalise(r) for r, _ in pairs]
     hyps_n = [normalise(h) for _, h in pairs]
     return float(jiwer.wer(refs_n, hyps_n)) if any(refs_n) else 0.0
+
+
+def offline(names: list[str]) -> list[str]:
+    """The recordings decoded offline (faster-whisper's transcribe, beam 5, the embedded model): the
+    baseline a streaming dialect's finals are held to."""
+    from faster_whisper import WhisperModel
+    from stt_core.model import embedded_model_dir
+
+    model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8")
+    out = []
+    for n in names:
+        segments, _ = model.transcribe(clip(n).astype(np.float32) / 32768, language="en", beam_size=5)
+        out.append(" ".join(seg.text.strip() for seg in segments))
+    return out

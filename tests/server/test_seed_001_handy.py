@@ -16,22 +16,9 @@ from stt_core import session as s
 from stt_server.handy_session import HandySession
 from websockets.sync.client import connect
 
-from harness.speech import clip, duration, pick, refs, wer
+from harness.speech import clip, duration, offline, pick, refs, wer
 
 GAP_S = 2.0
-
-
-def offline(names: list[str]) -> list[str]:
-    """The same recordings decoded offline (faster-whisper's transcribe, beam 5, the embedded model)."""
-    from faster_whisper import WhisperModel
-    from stt_core.model import embedded_model_dir
-
-    model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8")
-    out = []
-    for n in names:
-        segments, _ = model.transcribe(clip(n).astype(np.float32) / 32768, language="en", beam_size=5)
-        out.append(" ".join(seg.text.strip() for seg in segments))
-    return out
 
 
 def handy_client(port: int, names: list[str]) -> tuple[list[str], list[tuple[float, str]]]:

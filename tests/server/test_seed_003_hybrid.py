@@ -28,9 +28,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from harness import speech
 from harness.procs import start_server
-from harness.speech import clip, duration, pick, refs, wer
+from harness.speech import clip, duration, offline, pick, refs, wer
 from harness.stt_client import http_get
-from tests.server.test_seed_001_handy import offline
 from tests.support.browser import Chromium, chromium_path
 
 GAP_S = 2.0
@@ -225,6 +224,32 @@ def test_a_bad_packet_gets_its_error_and_the_connection_goes_on(server, name: st
         ws.ping().wait(10)
 
 
+def test_after_every_bad_input_a_recording_still_gets_its_full_sentence(server):
+    """Each bad packet and a text frame on one connection, each answered with its error; then a
+    recording (100 ms packets, 5 times real time: the gate counts samples, not seconds) and a pause
+    still get one fullSentence with the recording's words."""
+    _, port = server
+    (name,) = pick(1, 1.5, 4.0)
+    pcm = np.concatenate([np.zeros(8000, np.int16), clip(name), np.zeros(32000, np.int16)])
+    with connect(f"ws://127.0.0.1:{port}/ws/transcribe", max_size=None) as ws:
+        for bad in sorted(BAD):
+            data, code = BAD[bad]
+            ws.send(data)
+            assert error_code(ws) == code, bad
+        ws.send("not a packet")
+        assert error_code(ws) == "binary_only"
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, len(pcm), 1600)):
+            ws.send(pack(pcm[i:i + 1600].tobytes()))
+            time.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.monotonic()))
+        got: list[dict[str, Any]] = []
+        while not any(m["type"] == "fullSentence" for m in got):
+            got.append(json.loads(ws.recv(timeout=30)))
+    assert [m for m in got if m["type"] == "error"] == [], got
+    sentence = next(m["text"] for m in got if m["type"] == "fullSentence")
+    assert wer([(refs()[name], sentence)]) <= 0.25, sentence
+
+
 def test_the_metadata_may_say_a_float_rate_as_javascript_does():
     """``48000.0`` is a whole number of Hz."""
     m = HybridSession(languages=("en",))
@@ -372,13 +397,98 @@ def test_shutdown_ends_the_open_segment():
     assert machine().shutdown() == [s.Close(s.CloseCode.GOING_AWAY, "server shutting down")]
 
 
-def test_idle_timeout_flushes_and_closes():
+def test_idle_timeout_ends_the_sentence_being_spoken_then_closes():
+    """Mid-sentence, the idle timeout ends the sentence (its fullSentence still comes), says why,
+    closes with the idle code, and nothing after it is read."""
     m = machine()
     stream(m, clip("LJ001-0002")[:24000], 16000, 0.0)
+    assert m.in_segment
     out = m.idle_timeout()
+    assert [type(a).__name__ for a in out] == ["EndSegment", "Send", "Close"]
+    assert isinstance(out[1], s.Send)
+    assert getattr(out[1].message, "code", "") == "idle_timeout"
     assert isinstance(out[-1], s.Close)
     assert out[-1].code == s.CloseCode.IDLE
-    assert any(isinstance(a, s.Send) and getattr(a.message, "code", "") == "idle_timeout" for a in out)
+    assert m.receive_bytes(SILENCE, 200.0) == []
+    assert m.receive_text("hello", 200.0) == []
+    assert m.idle_timeout() == []
+    # between sentences there is nothing to end
+    quiet = machine()
+    stream(quiet, np.zeros(16000, np.int16), 16000, 0.0)
+    assert [type(a).__name__ for a in quiet.idle_timeout()] == ["Send", "Close"]
+
+
+def kinds(actions: list[s.Action]) -> list[str]:
+    """Actions by class name, messages as type:code."""
+    return [f"{a.message.type}:{getattr(a.message, 'code', '')}" if isinstance(a, s.Send)
+            else type(a).__name__ for a in actions]
+
+
+def opens_and_ends(m: HybridSession, t0: float) -> list[str]:
+    """A recording and a pause streamed into ``m``: its segment actions, in order."""
+    acts = stream(m, clip("LJ001-0002"), 16000, t0)
+    acts += stream(m, np.zeros(32000, np.int16), 16000, t0 + 10)
+    return [k for k in kinds(acts) if k in ("OpenSegment", "EndSegment", "CancelSegment")]
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_in_process_a_bad_packet_is_one_error_and_the_stream_goes_on(name: str):
+    """The machine answers each bad packet with its error and nothing else (no close, no segment),
+    and a recording after it opens one segment that the pause ends."""
+    m = machine()
+    data, code = BAD[name]
+    assert kinds(m.receive_bytes(data, 0.0)) == [f"error:{code}"]
+    assert m.state.value == "streaming"
+    assert opens_and_ends(m, 1.0) == ["OpenSegment", "EndSegment"]
+
+
+def test_in_process_a_bad_packet_mid_sentence_leaves_the_sentence_open():
+    m = machine()
+    stream(m, clip("LJ001-0002")[:24000], 16000, 0.0)
+    assert m.in_segment
+    assert kinds(m.receive_bytes(pack(b"\0\0\0"), 2.0)) == ["error:odd_length"]
+    assert m.in_segment
+    acts = stream(m, np.zeros(32000, np.int16), 16000, 3.0)
+    assert kinds(acts).count("EndSegment") == 1
+
+
+def test_in_process_a_text_frame_is_answered_and_the_stream_goes_on():
+    m = machine()
+    for text in ('{"sampleRate": 16000}', "hello", ""):
+        assert kinds(m.receive_text(text, 0.0)) == ["error:binary_only"]
+    assert opens_and_ends(m, 1.0) == ["OpenSegment", "EndSegment"]
+
+
+def test_in_process_an_oversized_packet_closes_1009_ending_the_open_sentence():
+    m = machine()
+    stream(m, clip("LJ001-0002")[:24000], 16000, 0.0)
+    acts = m.receive_bytes(pack(b"\0\0" * 40_000), 2.0)
+    assert kinds(acts) == ["EndSegment", "error:frame_too_large", "Close"]
+    close = acts[-1]
+    assert isinstance(close, s.Close)
+    assert close.code == s.CloseCode.TOO_BIG
+    assert m.receive_bytes(SILENCE, 2.1) == []
+
+
+def test_in_process_a_flood_closes_1008_text_frames_included():
+    for send in ("bytes", "text"):
+        m = HybridSession(languages=("en",), limits=s.Limits(max_frames_per_s=20))
+        acts: list[s.Action] = []
+        for _ in range(25):
+            acts += m.receive_bytes(SILENCE, 0.5) if send == "bytes" else m.receive_text("x", 0.5)
+        assert kinds(acts)[-2:] == ["error:flood", "Close"], send
+        close = acts[-1]
+        assert isinstance(close, s.Close)
+        assert close.code == s.CloseCode.POLICY
+        assert m.receive_bytes(SILENCE, 5.0) == []
+
+
+def test_in_process_a_packet_of_metadata_only_is_no_audio():
+    """A zero-sample packet (an audio callback with nothing in it) at 48 kHz: nothing to do."""
+    m = machine()
+    assert m.receive_bytes(pack(b"", 48000), 0.0) == []
+    assert m.sample_rate == 48000
+    assert opens_and_ends(m, 1.0) == ["OpenSegment", "EndSegment"]
 
 
 def test_partials_and_finals_become_realtime_and_full_sentence():
