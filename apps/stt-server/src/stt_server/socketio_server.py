@@ -25,6 +25,7 @@ from stt_core.engine import PartialResult
 from stt_core.errors import PeerError
 
 from .context import Context, Dialect, SegmentRunner
+from .http import origin_ok
 from .socketio_session import PartialTranscription, SocketIoSession, Transcription, audio_of, client_id_of
 
 log = structlog.get_logger(__name__)
@@ -91,12 +92,12 @@ class Connected:
 class SocketIoListener:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        origins = ctx.settings.origins
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", logger=False, engineio_logger=False,
             max_http_buffer_size=max(1 << 20, ctx.settings.max_frame_bytes * 4),
-            # ALLOWED_ORIGINS as for the WebSocket paths; unset, python-socketio's same-origin rule
-            cors_allowed_origins=("*" if "*" in origins else list(origins)) if origins else None)
+            # [] turns engineio's own CORS check off: the Origin is checked at connect, with the
+            # WebSocket paths' rule (own page or ALLOWED_ORIGINS), counted, and never logged as an ERROR
+            cors_allowed_origins=[])
         self.app = web.Application()
         self.sio.attach(self.app)
         self.transcribers: dict[str, Transcriber] = {}
@@ -124,6 +125,11 @@ class SocketIoListener:
     # ---- the seed's six events --------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        origin, host = environ.get("HTTP_ORIGIN"), str(environ.get("HTTP_HOST", ""))
+        if origin and not origin_ok(str(origin), host, self.ctx.settings.origins):
+            self.ctx.metrics.error("origin_not_allowed", dialect=DIALECT)
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "origin_not_allowed", "message": "add this page's origin to ALLOWED_ORIGINS"})
         refusal = self.ctx.refusal()
         if refusal is not None:
             self.ctx.metrics.error(refusal, dialect=DIALECT)
