@@ -179,15 +179,12 @@ class HandySession:
     def shutdown(self) -> list[Action]:
         if self.state is State.CLOSED:
             return []
-        actions: list[Action] = [s.EndSegment("shutdown")] if self.in_segment else []
+        actions = s.going_away(self.in_segment)
         self.state = State.CLOSED
-        return [*actions, s.Close(s.CloseCode.GOING_AWAY, "server shutting down")]
+        return actions
 
     def _error(self, exc: PeerError, close: s.CloseCode = s.CloseCode.POLICY) -> list[Action]:
-        actions: list[Action] = [s.Send(p.Error(code=exc.code, message=exc.message))]
+        actions = s.answer(exc, close, self.in_segment)
         if exc.fatal:
-            if self.in_segment:
-                actions.insert(0, s.EndSegment("error"))
             self.state = State.CLOSED
-            actions.append(s.Close(close, exc.code))
         return actions

@@ -105,6 +105,24 @@ class Limits:
     max_frames_per_s: int = 400
 
 
+def answer(exc: PeerError, close: CloseCode, in_segment: bool) -> list[Action]:
+    """Every dialect's reply to bad input: its ``error``; for a fatal one, the open segment's final
+    first (what was heard is not lost, marked as cut short) and the close after it. The machine
+    calling it marks itself closed when ``exc.fatal``."""
+    actions: list[Action] = [Send(p.Error(code=exc.code, message=exc.message))]
+    if exc.fatal:
+        if in_segment:
+            actions.insert(0, EndSegment("error"))
+        actions.append(Close(close, exc.code))
+    return actions
+
+
+def going_away(in_segment: bool) -> list[Action]:
+    """Every dialect's shutdown: the open segment's final, then close 1001."""
+    ending: list[Action] = [EndSegment("shutdown")] if in_segment else []
+    return [*ending, Close(CloseCode.GOING_AWAY, "server shutting down")]
+
+
 @dataclass
 class RateWindow:
     """Messages counted per one-second window: true once a window holds more than ``limit``."""
@@ -221,9 +239,9 @@ class SessionMachine:
         """The server is stopping: finish the open segment's final, then close with 1001."""
         if self.state is State.CLOSED:
             return []
-        actions: list[Action] = [EndSegment("shutdown")] if self.state is State.IN_SEGMENT else []
+        actions = going_away(self.state is State.IN_SEGMENT)
         self.state = State.CLOSED
-        return [*actions, Close(CloseCode.GOING_AWAY, "server shutting down")]
+        return actions
 
     # ---- transitions ------------------------------------------------------------------------
 
@@ -277,11 +295,7 @@ class SessionMachine:
         return self._rate.over(now)
 
     def _error(self, exc: PeerError, close: CloseCode = CloseCode.POLICY) -> list[Action]:
-        actions: list[Action] = [Send(p.Error(code=exc.code, message=exc.message))]
+        actions = answer(exc, close, self.state is State.IN_SEGMENT)
         if exc.fatal:
-            if self.state is State.IN_SEGMENT:
-                # What was heard so far still gets its final before the close, marked as cut short.
-                actions.insert(0, EndSegment("error"))
             self.state = State.CLOSED
-            actions.append(Close(close, exc.code))
         return actions
