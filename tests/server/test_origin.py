@@ -32,10 +32,10 @@ def test_a_page_on_another_site_is_refused_before_the_handshake(server, path: st
 
 def test_the_servers_own_page_and_clients_without_an_origin_pass(server):
     _, port = server
-    with connect(f"ws://127.0.0.1:{port}/stt", origin=f"http://127.0.0.1:{port}"):  # type: ignore[arg-type]
-        pass
-    with connect(f"ws://127.0.0.1:{port}/stt"):
-        pass
+    with connect(f"ws://127.0.0.1:{port}/stt", origin=f"http://127.0.0.1:{port}") as ws:  # type: ignore[arg-type]
+        assert ws.ping().wait(10)  # the handshake went through and the session answers
+    with connect(f"ws://127.0.0.1:{port}/stt") as ws:
+        assert ws.ping().wait(10)
     with pytest.raises(InvalidStatus):  # same host, another port: another origin
         connect(f"ws://127.0.0.1:{port}/stt", origin=f"http://127.0.0.1:{port + 1}")  # type: ignore[arg-type]
 
@@ -44,8 +44,8 @@ def test_allowed_origins_are_let_in_on_websocket_and_socketio():
     proc, port = start_server({"ALLOWED_ORIGINS": "http://kiosk.lan:8080, https://app.example",
                                "SOCKETIO_PORT": "0"})
     try:
-        with connect(f"ws://127.0.0.1:{port}/ws", origin="https://app.example"):  # type: ignore[arg-type]
-            pass
+        with connect(f"ws://127.0.0.1:{port}/ws", origin="https://app.example") as ws:  # type: ignore[arg-type]
+            assert ws.ping().wait(10)
         with pytest.raises(InvalidStatus):
             connect(f"ws://127.0.0.1:{port}/ws", origin="https://other.example")  # type: ignore[arg-type]
     finally:

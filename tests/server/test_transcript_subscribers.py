@@ -49,7 +49,7 @@ class Hook:
                 self.end_headers()
 
             def log_message(self, *_: object) -> None:
-                pass
+                """No access log on the test's output."""
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.http.server_address[1]
