@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from stt_core import __version__
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from .socketio_server import SocketIoListener
 
 log = structlog.get_logger(__name__)
+
+
+class Listener(Protocol):
+    """Wyoming's and Socket.IO's listeners, as the server starts them."""
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]: ...
 
 
 class Server:
@@ -109,25 +115,32 @@ class Server:
         self.ctx.engine.close()
         log.info("stopped")
 
+    async def _bind(self, listener: Listener, name: str, variable: str, port: int, explicit: bool) -> bool:
+        """An extra listener on HOST:port. A port asked for that cannot be had is the operator's to fix
+        (exit 78); the default one taken by something else only costs a warning, so that /stt users
+        are not stopped by it."""
+        host = self.settings.host
+        try:
+            bound = await listener.start(host, port)
+        except OSError as exc:
+            if explicit:
+                why = exc.strerror or str(exc)
+                raise ConfigError(variable, f"cannot listen on {host}:{port}: {why}") from None
+            log.warning(f"{name}_port_taken", port=port, error=exc.strerror or str(exc),
+                        hint=f"set {variable} to another port, or 0 to turn it off")
+            return False
+        log.info(f"{name}_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
+        return True
+
     async def _start_wyoming(self) -> WyomingListener | None:
-        """The Wyoming listener on HOST:WYOMING_PORT. A port asked for that cannot be had is the
-        operator's to fix (exit 78); the default one taken by something else only costs a warning, so
-        that /stt users are not stopped by it."""
+        """The Wyoming listener on WYOMING_PORT, advertised over mDNS where it is reachable."""
         st = self.settings
         port = st.wyoming_listen_port
         if port == 0:
             return None
         listener = WyomingListener(self.ctx)
-        try:
-            bound = await listener.start(st.host, port)
-        except OSError as exc:
-            if st.wyoming_explicit:
-                raise ConfigError("WYOMING_PORT", f"cannot listen on {st.host}:{port}: "
-                                                  f"{exc.strerror or exc}") from None
-            log.warning("wyoming_port_taken", port=port, error=exc.strerror or str(exc),
-                        hint="set WYOMING_PORT to another port, or 0 to turn the Wyoming listener off")
+        if not await self._bind(listener, "wyoming", "WYOMING_PORT", port, st.wyoming_explicit):
             return None
-        log.info("wyoming_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
         if st.advertise_wyoming:
             # in the background: mDNS probing takes a second or two, and serving need not wait for it
             self._advertising = asyncio.get_running_loop().create_task(
@@ -135,7 +148,7 @@ class Server:
         return listener
 
     async def _start_socketio(self) -> SocketIoListener | None:
-        """Seed 004's Socket.IO server on HOST:SOCKETIO_PORT, on the same terms as Wyoming's port."""
+        """Seed 004's Socket.IO server on SOCKETIO_PORT."""
         st = self.settings
         port = st.socketio_listen_port
         if port == 0:
@@ -143,17 +156,8 @@ class Server:
         from .socketio_server import SocketIoListener  # python-socketio and aiohttp only when on
 
         listener = SocketIoListener(self.ctx)
-        try:
-            bound = await listener.start(st.host, port)
-        except OSError as exc:
-            if st.socketio_explicit:
-                raise ConfigError("SOCKETIO_PORT", f"cannot listen on {st.host}:{port}: "
-                                                   f"{exc.strerror or exc}") from None
-            log.warning("socketio_port_taken", port=port, error=exc.strerror or str(exc),
-                        hint="set SOCKETIO_PORT to another port, or 0 to turn the Socket.IO server off")
-            return None
-        log.info("socketio_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
-        return listener
+        bound = await self._bind(listener, "socketio", "SOCKETIO_PORT", port, st.socketio_explicit)
+        return listener if bound else None
 
     @staticmethod
     async def _advertise(listener: WyomingListener, host: str, port: int, name: str | None) -> None:
