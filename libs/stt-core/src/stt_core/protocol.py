@@ -172,6 +172,8 @@ def decode_server_message(text: str) -> Ready | Partial | Final | Health | Error
     try:
         raw: Any = json.loads(text)
         return _server_adapter.validate_python(raw)
-    except (json.JSONDecodeError, ValidationError) as exc:
+    # ValueError: not JSON, not a message (ValidationError), or a number of 4300+ digits; RecursionError:
+    # nesting deeper than the parser recurses. A hostile server must not crash the client with either.
+    except (ValueError, RecursionError) as exc:
         raise PeerError("bad_server_message",
                         f"unexpected message from server: {text[:200]!r} ({exc})") from None

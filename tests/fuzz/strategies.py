@@ -1,0 +1,116 @@
+"""Strategies shared by the fuzz tests: well-formed messages built from the real message shapes (so
+the fuzzer gets past the decoders into the machines), mixed with garbage of every kind a hostile
+peer can send (random text, random JSON, deep nesting, huge numbers, random bytes, odd lengths)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from stt_core.errors import PeerError
+
+# ---- garbage ---------------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20), st.sampled_from(["", "en", "auto", "type", "init", "\x00", "\u202e", "🙂"]))
+
+json_values: st.SearchStrategy[Any] = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                     st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12)
+
+
+@st.composite
+def deep_nesting(draw: st.DrawFn) -> str:
+    """``[[[[...`` or ``{"a":{"a":...`` deep enough to reach the parser's recursion limit."""
+    depth = draw(st.sampled_from([65, 200, 1100, 5000]))
+    if draw(st.booleans()):
+        return "[" * depth + "]" * depth
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@st.composite
+def huge_number(draw: st.DrawFn) -> str:
+    digits = draw(st.sampled_from([41, 400, 4301, 10_000]))
+    kind = draw(st.sampled_from(["int", "neg", "float", "exp"]))
+    body = "9" * digits
+    return {"int": body, "neg": "-" + body, "float": body + ".5", "exp": "1e" + body}[kind]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=True)
+
+
+def garbage_text(*messages: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[str]:
+    """Text frames that are anything but what a peer should send; ``messages`` (dicts of the real
+    shapes) are mutated: a field replaced or added with random JSON, a huge number, a deep structure."""
+    mutated = [_mutated(m) for m in messages]
+    big = [st.builds(lambda m, n: _dumps(m)[:-1] + f', "x": {n}}}', m, huge_number()) for m in messages]
+    deep = [st.builds(lambda m, d: _dumps(m)[:-1] + f', "x": {d}}}', m, deep_nesting()) for m in messages]
+    return st.one_of(
+        st.text(max_size=200), st.builds(_dumps, json_values), deep_nesting(), huge_number(),
+        st.sampled_from(["", " ", "null", "[]", "{}", "NaN", "Infinity", '{"type": null}', '{"type": 1}',
+                         '{"type": {}}', '{"type": []}', '"{}"', "{", "}", '{"type":"init"', "\ud800"]),
+        *mutated, *big, *deep)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, messages: st.SearchStrategy[dict[str, Any]]) -> str:
+    out = dict(draw(messages))
+    keys = sorted(out)
+    key = draw(st.sampled_from(keys) if keys and draw(st.booleans()) else st.text(max_size=12))
+    out[key] = draw(json_values)
+    return _dumps(out)
+
+
+random_bytes = st.one_of(st.binary(max_size=64), st.binary(min_size=1, max_size=4096),
+                         st.integers(0, 70_000).map(lambda n: b"\x01" * n))
+
+# ---- audio ------------------------------------------------------------------------------------
+
+LOUD = 8000  # the fuzz classifier's speech: any frame this loud (see ``loud_classifier``)
+
+
+def loud_classifier(_config: object) -> Any:
+    """Stands in for webrtcvad in the dialect machines: a frame is speech when it is loud. Cheap and
+    predictable, so the fuzzer can open and close segments when it wants to."""
+
+    def is_speech(frame: bytes) -> bool:
+        samples = np.frombuffer(frame, dtype="<i2")
+        return bool(samples.size) and float(np.abs(samples.astype(np.int32)).mean()) > LOUD / 2
+
+    return is_speech
+
+
+@st.composite
+def pcm16(draw: st.DrawFn, max_ms: int = 400) -> bytes:
+    """16 kHz S16LE mono: loud (speech to the fuzz classifier) or silent, or random samples; whole
+    samples, any length up to ``max_ms``."""
+    ms = draw(st.integers(0, max_ms))
+    n = ms * 16
+    kind = draw(st.sampled_from(["loud", "silent", "random"]))
+    if kind == "loud":
+        return np.tile(np.array([LOUD, -LOUD], dtype="<i2"), n // 2 + 1)[:n].tobytes()
+    if kind == "silent":
+        return bytes(2 * n)
+    return even(draw(st.binary(max_size=min(2 * n, 4096))))
+
+
+def even(data: bytes) -> bytes:
+    return data[: len(data) // 2 * 2]
+
+
+# seconds between two inputs: mostly a frame's worth, sometimes a burst, sometimes a long gap
+gaps = st.one_of(st.just(0.02), st.floats(0.0, 0.05), st.just(0.0), st.floats(0.5, 3.0))
+
+
+def outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """What ``fn`` returns, or the ``PeerError`` it raised (any other exception propagates: the bug the
+    fuzzer is looking for)."""
+    try:
+        return fn(*args, **kwargs)
+    except PeerError as exc:
+        return exc
