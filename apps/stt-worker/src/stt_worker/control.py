@@ -108,7 +108,7 @@ def decode_set(payload: bytes) -> list[Command]:
     text = _text(payload)
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: 4096 bytes of "[" nest past the parser's limit
         raise ControlError(INVALID_JSON, 'expected a JSON object such as {"muted": true}') from None
     if not isinstance(data, dict):
         raise ControlError(INVALID_COMMAND, f"expected a JSON object, got {type(data).__name__}")

@@ -69,7 +69,7 @@ def parse(topic: str, payload: bytes, site_id: str) -> HermesCommand | None:
         raise ControlError(PAYLOAD_TOO_LARGE, f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD}")
     try:
         data = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's limit
         raise ControlError(INVALID_JSON, f"{topic} takes a JSON object with siteId") from None
     if not isinstance(data, dict):
         raise ControlError(INVALID_COMMAND, f"{topic} takes a JSON object, got {type(data).__name__}")
