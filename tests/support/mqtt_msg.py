@@ -13,6 +13,8 @@ class Msg:
     topic: str
     raw: bytes
     retain: bool
+    # the broker's redelivery flag: set on a copy the broker sends again (QoS 1), never on a first copy
+    dup: bool = False
 
     @property
     def text(self) -> str:

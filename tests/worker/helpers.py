@@ -72,7 +72,7 @@ class Collector:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        m = Msg(time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain))
+        m = Msg(time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain), bool(msg.dup))
         with self._cond:
             self.messages.append(m)
             self._cond.notify_all()

@@ -26,6 +26,7 @@ from . import utterances as u
 from .backend import BackendEvent, BackendName, ConnectionChanged, Stream
 from .backends import REMOTE, Backends, fallback_of
 from .mqtt_link import Incoming, MqttLink
+from .outbox import outbox_path
 from .payloads import Payloads, WorkerState
 from .persist import StateFile, state_dir
 from .settings import WorkerSettings
@@ -56,9 +57,11 @@ class Worker:
     def __init__(self, settings: WorkerSettings, *, notifier: Notifier | None = None) -> None:
         self.s = settings
         self.topics = settings.topics
-        self.link = MqttLink(settings, settings.mqtt_client_id or f"stt-worker-{settings.site_id}")
+        directory = state_dir()
+        self.link = MqttLink(settings, settings.mqtt_client_id or f"stt-worker-{settings.site_id}",
+                             outbox_path=outbox_path(directory, settings.site_id))
         self.payloads = Payloads(settings)
-        self.store = StateFile(state_dir(), settings.site_id, settings.stt_backend)
+        self.store = StateFile(directory, settings.site_id, settings.stt_backend)
         saved = self.store.load()
         self.fallback = fallback_of(settings)
         self.machine = u.UtteranceMachine(
@@ -86,8 +89,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        self.link.on_connect = self._on_mqtt_connect
+        self.link.on_dropped = lambda _n: self.publish_diagnostics()
         await self.link.start()
-        self.link.on_connect = self.publish_state
         # ConfigError (a model that cannot load) ends the run with 78
         chosen = await self.backends.start(self.machine.backend)
         if not chosen.connected and self.fallback is not None:
@@ -95,10 +99,13 @@ class Worker:
         self._wire()
         self.listening = True
         self.publish_state()
+        # the backend takes speech and the commands are subscribed: online from here (on their SUBACK)
+        self.link.set_ready()
         await self.link.wait_connected(5.0)
         log.info("worker_started", site_id=self.s.site_id, backend=self.machine.backend,
                  source=self.source.describe, model=chosen.model,
-                 mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topics.base)
+                 mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", topic=self.topics.base,
+                 outbox=str(self.link.outbox.path or "memory"))
         self.notifier.ready(f"listening on {self.source.describe}")
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
         capture = loop.create_task(self._capture())
@@ -236,7 +243,7 @@ class Worker:
         elif isinstance(a, u.Lost):
             self.streams.pop(a.utterance_id, None)
             log.error("utterance_lost_backend", utterance_id=a.utterance_id, code=a.code, detail=a.message)
-            self.link.publish(self.payloads.lost(a))
+            self.link.publish_all([self.payloads.lost(a)], utterance=a.utterance_id)
         elif isinstance(a, u.FailedOver):
             log.warning("failover", utterance_id=a.utterance_id, reason=a.reason, to=a.to_backend,
                         audio_ms=a.audio_ms)
@@ -250,8 +257,7 @@ class Worker:
 
     def _published(self, f: u.HeardFinal) -> None:
         self.streams.pop(f.utterance_id, None)
-        for message in self.payloads.final(f):
-            self.link.publish(message)
+        self.link.publish_all(self.payloads.final(f), utterance=f.utterance_id)
         log.info("utterance", utterance_id=f.utterance_id, text=f.text, backend=f.backend,
                  fallback=f.fallback, confidence=f.confidence, end=f.end, decode_ms=f.decode_ms,
                  speculative=f.speculative, audio_ms=f.audio_ms, latency_ms=f.latency_ms,
@@ -268,6 +274,13 @@ class Worker:
         self._timer_due = due
         if due is not None:
             self._timer = asyncio.get_running_loop().call_later(max(0.0, due - time.time()), self._tick)
+
+    def _on_mqtt_connect(self) -> None:
+        self.publish_state()
+        self.publish_diagnostics()
+
+    def publish_diagnostics(self) -> None:
+        self.link.publish(self.payloads.diagnostics(self.link.diagnostics()))
 
     def publish_state(self) -> None:
         chosen = self.backends.built(self.machine.backend)

@@ -21,10 +21,11 @@ from .settings import WorkerSettings
 from .topics import HERMES_PARTIAL_TEXT_CAPTURED, HERMES_TEXT_CAPTURED
 from .utterances import HeardFinal, HeardPartial, Lost
 
-# reliable: QoS 1, queued while the broker is away; retained: QoS 1, retained, re-published after every
-# reconnect; ephemeral: QoS 0, dropped while away; reliable_retained: reliable, and retained by the
-# broker but not re-published by us (an empty payload that deletes a retained one)
-Delivery = Literal["reliable", "retained", "ephemeral", "reliable_retained"]
+# reliable: QoS 1, kept on disk while the broker is away; retained: QoS 1, retained, re-published after
+# every reconnect; ephemeral: QoS 0, dropped while away; reliable_retained: reliable, and retained by the
+# broker but not re-published by us (an empty payload that deletes a retained one); control_error: QoS 1,
+# a few kept in memory while away, dropped first (a flood of bad commands must not push finals out)
+Delivery = Literal["reliable", "retained", "ephemeral", "reliable_retained", "control_error"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ class Payloads:
         """The answer to a command the worker cannot act on: enough to find the sender's mistake."""
         return Message(self.topics.error, _json({
             "site_id": self.site_id, "code": code, "message": message, "topic": topic,
-            "payload": payload[:200].decode("utf-8", errors="replace")}), "reliable")
+            "payload": payload[:200].decode("utf-8", errors="replace")}), "control_error")
+
+    def diagnostics(self, queue: dict[str, Any]) -> Message:
+        """The retained diagnostics: the queue of finals waiting for the broker (depth, bytes, age, and
+        how many utterances its bound has ever dropped)."""
+        return Message(self.topics.diagnostics, _json({"site_id": self.site_id, "queue": queue}), "retained")
 
     def discovery(self) -> list[Message]:
         return [Message(topic, _json(config), "retained")

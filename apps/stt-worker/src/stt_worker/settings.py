@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
+from stt_core.errors import ConfigError
 from stt_core.options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS, SpeechOptions, Task
 from stt_core.settings import CommonSettings
+from stt_core.tls import client_context
 from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
 
 from .backend import BackendName
@@ -27,6 +30,8 @@ class WorkerSettings(CommonSettings):
     stt_fallback: Literal["local", "none"] = "local"
     ws_url: str = Field(default="ws://localhost:9000/stt", pattern=r"^wss?://")
     ws_token: SecretStr | None = None
+    # a wss:// server's certificate is verified against the system's trust store, or this CA (PEM)
+    ws_ca_file: Path | None = None
     # STT_BACKEND=wyoming: a Wyoming speech-to-text server (stt-server's listener, wyoming-faster-whisper)
     wyoming_uri: str = Field(default="tcp://localhost:10300", pattern=r"^tcp://[^\s/:]+:\d{1,5}$")
     # a server (ws or wyoming) that has not sent the final this long after the end of an utterance is
@@ -66,8 +71,11 @@ class WorkerSettings(CommonSettings):
     mqtt_base_topic: str = Field(default="stt", min_length=1)
     mqtt_client_id: str | None = None
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
-    # finals kept while the broker is away; past this the oldest are dropped (and logged)
-    mqtt_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    # finals waiting for the broker (kept on disk in STATE_DIRECTORY: stt_worker/outbox.py), bounded in
+    # megabytes and in hours: past either the oldest utterances are dropped, logged and counted in the
+    # retained diagnostics topic. Age 0: no age bound.
+    mqtt_queue_max_mb: float = Field(default=16.0, gt=0, le=10_000)
+    mqtt_queue_max_age_h: float = Field(default=24.0, ge=0, le=24 * 365)
     site_id: str = Field(default_factory=_default_site_id, min_length=1, max_length=64)
     # ---- Home Assistant MQTT discovery and Hermes (Rhasspy / Snips) compatibility
     ha_discovery: bool = True
@@ -98,12 +106,26 @@ class WorkerSettings(CommonSettings):
             raise ValueError("must be mic, - (stdin) or the path of a WAV file that exists")
         return v
 
-    @field_validator("mqtt_ca_file")
+    @field_validator("mqtt_ca_file", "ws_ca_file")
     @classmethod
     def _ca_file(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError("file does not exist")
         return v
+
+    @field_validator("ws_ca_file")
+    @classmethod
+    def _ws_ca(cls, v: Path | None) -> Path | None:
+        try:
+            client_context(v)  # a file that is not a certificate fails here, not on every connect
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    @property
+    def ws_tls(self) -> ssl.SSLContext | None:
+        """How a wss:// WS_URL's server is verified; None for ws:// (no TLS)."""
+        return client_context(self.ws_ca_file) if self.ws_url.startswith("wss://") else None
 
     def vad_config(self) -> VadConfig:
         return VadConfig(frame_ms=self.vad_frame_ms, aggressiveness=self.vad_aggressiveness,

@@ -61,6 +61,10 @@ class Topics:
     def error(self) -> str:
         return f"{self.base}/error"  # QoS 1: lost utterances and refused commands
 
+    @property
+    def diagnostics(self) -> str:
+        return f"{self.base}/diagnostics"  # retained JSON: the queue of finals waiting for the broker
+
     def discovery_config(self, component: str, node_id: str, object_id: str) -> str:
         """Home Assistant's discovery topic of one entity (retained), as zigbee2mqtt lays it out."""
         return f"{self.discovery_prefix}/{component}/{node_id}/{object_id}/config"
