@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Debian / Raspberry Pi OS packages the project needs at run time and in its tests
 DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-utils libasound2-plugins python3-venv
 # the browser test of the live page (issue 5) uses Debian's chromium; optional for the demo
-DEB_TEST_PACKAGES := chromium systemd openssl
+DEB_TEST_PACKAGES := chromium systemd openssl strace
 
 .PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers clean
 

@@ -114,8 +114,10 @@ class Mosquitto:
         self.start()
 
 
-def start_server(env: dict[str, str] | None = None, port: int | None = None) -> tuple[Proc, int]:
-    """The real stt-server console script on a free port, embedded model, CPU."""
+def start_server(env: dict[str, str] | None = None, port: int | None = None, *,
+                 prefix: list[str] | None = None, start_timeout: float = 60) -> tuple[Proc, int]:
+    """The real stt-server console script on a free port, embedded model, CPU; ``prefix``: a command it
+    runs under (strace)."""
     port = port or free_port()
     # WYOMING_PORT=0 and SOCKETIO_PORT=0 unless a test asks: several test servers at once would all
     # want 10300 and 2700
@@ -125,6 +127,6 @@ def start_server(env: dict[str, str] | None = None, port: int | None = None) -> 
     for var in ("WHISPER_MODEL", "STT_TOKEN"):
         if var not in full:
             full[var] = ""
-    proc = Proc([str(VENV_BIN / "stt-server")], env=full, name="server")
-    wait_port(port, 60, proc)
+    proc = Proc([*(prefix or []), str(VENV_BIN / "stt-server")], env=full, name="server")
+    wait_port(port, start_timeout, proc)
     return proc, port
