@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
+from stt_core.engine import FinalResult, PartialResult
 from stt_core.errors import PeerError
+from stt_core.session import Limits
+from stt_core.vad import VadConfig
 
 # ---- garbage ---------------------------------------------------------------------------------
 
@@ -114,3 +117,38 @@ def outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except PeerError as exc:
         return exc
+
+
+# ---- the real messages ---------------------------------------------------------------------------
+
+rates = st.one_of(st.sampled_from([8000, 16000, 44100, 48000]), st.integers(8000 - 10, 48000 + 10))
+client_messages: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.fixed_dictionaries({"type": st.just("init")}, optional={
+        "session_id": st.one_of(st.none(), st.text(max_size=140)), "sample_rate": rates,
+        "lang": st.sampled_from([None, "", "auto", "en", "de", "EN ", "xx", "a" * 17]),
+        "enable_partials": st.booleans(), "task": st.sampled_from(["transcribe", "translate", "x"]),
+        "prompt": st.one_of(st.none(), st.text(max_size=40)),
+        "hotwords": st.one_of(st.none(), st.text(max_size=40))}),
+    st.sampled_from([{"type": t} for t in ("end", "health", "pause", "resume")]))
+
+final_reasons = st.sampled_from(["end", "max_segment", "shutdown", "error"])
+
+# what the engine hands the machines back (the adapter calls ``partial`` and ``final`` with them)
+partial_results = st.builds(PartialResult, text=st.text(max_size=30), confidence=st.floats(0, 1),
+                            t_ms=st.integers(0, 60_000))
+final_results = st.builds(FinalResult, text=st.text(max_size=30), confidence=st.floats(0, 1),
+                          t_ms=st.integers(0, 60_000), language=st.sampled_from([None, "en"]),
+                          decode_ms=st.integers(0, 5000), speculative=st.booleans())
+
+# the gate with short times, so a few hundred ms of audio open, pause, resume and end segments; and
+# the default one now and then
+vad_configs = st.one_of(
+    st.builds(VadConfig, frame_ms=st.sampled_from([10, 20, 30]), preroll_ms=st.sampled_from([0, 30, 300]),
+              start_ms=st.sampled_from([10, 30, 90]), start_window_ms=st.sampled_from([30, 150]),
+              hangover_ms=st.sampled_from([30, 90, 600]), min_speech_ms=st.sampled_from([0, 40, 250]),
+              pause_ms=st.sampled_from([20, 150]), max_utterance_s=st.sampled_from([0.3, 30.0])),
+    st.just(VadConfig()))
+
+limits = st.builds(Limits, max_frame_bytes=st.sampled_from([4096, 64 * 1024]),
+                   max_segment_s=st.sampled_from([0.2, 1.0, 60.0]),
+                   max_frames_per_s=st.sampled_from([20, 400]))

@@ -31,24 +31,13 @@ from tests.fuzz import strategies as fs
 
 # ---- the /stt protocol -------------------------------------------------------------------------
 
-rates = st.one_of(st.sampled_from([8000, 16000, 44100, 48000]), st.integers(MIN_RATE - 10, MAX_RATE + 10))
-client_messages: st.SearchStrategy[dict[str, Any]] = st.one_of(
-    st.fixed_dictionaries({"type": st.just("init")}, optional={
-        "session_id": st.one_of(st.none(), st.text(max_size=140)), "sample_rate": rates,
-        "lang": st.sampled_from([None, "", "auto", "en", "de", "EN ", "xx", "a" * 17]),
-        "enable_partials": st.booleans(), "task": st.sampled_from(["transcribe", "translate", "x"]),
-        "prompt": st.one_of(st.none(), st.text(max_size=40)),
-        "hotwords": st.one_of(st.none(), st.text(max_size=40))}),
-    st.sampled_from([{"type": t} for t in ("end", "health", "pause", "resume")]))
-
-final_reasons = st.sampled_from(["end", "max_segment", "shutdown", "error"])
 server_messages = st.one_of(
-    st.builds(p.Ready, session_id=st.text(max_size=20), sample_rate=rates, model=st.text(max_size=10),
+    st.builds(p.Ready, session_id=st.text(max_size=20), sample_rate=fs.rates, model=st.text(max_size=10),
               partial_interval_ms=st.integers(0, 2000), protocol=st.integers(1, 3)),
     st.builds(p.Partial, text=st.text(max_size=40), confidence=st.floats(0, 1), t_ms=st.integers(0, 10**6),
               session_id=st.one_of(st.none(), st.text(max_size=8)), segment=st.integers(0, 50)),
     st.builds(p.Final, text=st.text(max_size=40), confidence=st.floats(0, 1), t_ms=st.integers(0, 10**6),
-              segment=st.integers(0, 50), reason=final_reasons, speculative=st.booleans(),
+              segment=st.integers(0, 50), reason=fs.final_reasons, speculative=st.booleans(),
               language=st.one_of(st.none(), st.just("en")), model=st.one_of(st.none(), st.just("tiny.en"))),
     st.builds(p.Health, ok=st.booleans(), active_sessions=st.one_of(st.none(), st.integers(0, 40))),
     st.builds(p.Error, code=st.text(max_size=20), message=st.text(max_size=40)))
@@ -56,7 +45,7 @@ server_messages = st.one_of(
 DECODED = (p.Init, p.End, p.HealthRequest, p.Pause, p.Resume)
 
 
-@given(fs.garbage_text(client_messages) | client_messages.map(json.dumps))
+@given(fs.garbage_text(fs.client_messages) | fs.client_messages.map(json.dumps))
 @example("[" * 5000)
 @example("9" * 5000)
 @example('{"type": "init", "sample_rate": ' + "1" * 4400 + "}")
@@ -69,7 +58,7 @@ def test_client_message_decoder_raises_only_peer_errors(text: str) -> None:
         assert isinstance(msg, DECODED)
 
 
-@given(client_messages)
+@given(fs.client_messages)
 def test_valid_client_messages_decode_as_the_model_reads_them(raw: dict[str, Any]) -> None:
     try:
         expected = p._client_adapter.validate_python(raw)
@@ -177,7 +166,7 @@ def test_framer_keeps_every_byte(frame_bytes: int, chunks: list[bytes]) -> None:
 @st.composite
 def hybrid_packets(draw: st.DrawFn) -> bytes:
     meta = draw(st.one_of(
-        st.fixed_dictionaries({"sampleRate": st.one_of(rates, st.floats(), fs.json_values)}),
+        st.fixed_dictionaries({"sampleRate": st.one_of(fs.rates, st.floats(), fs.json_values)}),
         fs.json_values).map(json.dumps).map(str.encode) | fs.random_bytes)
     declared = draw(st.one_of(st.just(len(meta)), st.integers(-(2**31), 2**31 - 1)))
     return struct.pack("<i", declared) + meta + draw(st.binary(max_size=200))
@@ -203,7 +192,7 @@ sio_payloads = st.one_of(
     fs.random_bytes, fs.json_values,
     st.fixed_dictionaries({}, optional={
         "clientId": st.one_of(st.text(max_size=140), fs.json_values), "audio": sio_audio, "data": sio_audio,
-        "pcm": sio_audio, "sampleRate": st.one_of(rates, st.floats(), fs.json_values)}))
+        "pcm": sio_audio, "sampleRate": st.one_of(fs.rates, st.floats(), fs.json_values)}))
 
 
 @given(sio_payloads)

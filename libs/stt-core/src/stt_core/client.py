@@ -130,6 +130,9 @@ class _Stream:
     segment: int = 0
     cancelled: bool = False  # its segment is still ended and its final still awaited, then dropped
     pieces: list[p.Final] = field(default_factory=list)  # finals of segments cut at max_segment
+    # ``empty_segment`` answered its ``end`` before the final of the cut that fell on its last audio
+    # came (the answer is at once, the final is decoded first): that final is the stream's last
+    cut_at_end: bool = False
 
 
 def _joined(pieces: Sequence[p.Final], last: p.Final) -> p.Final:
@@ -137,7 +140,10 @@ def _joined(pieces: Sequence[p.Final], last: p.Final) -> p.Final:
         return last
     parts = [*pieces, last]
     t_ms = sum(f.t_ms for f in parts)
-    confidence = sum(f.confidence * f.t_ms for f in parts) / t_ms if t_ms > 0 else last.confidence
+    # the weights bounded: a float times a server's 400-digit t_ms is an OverflowError, not a number
+    ms = [min(max(f.t_ms, 0), 2**53) for f in parts]
+    confidence = sum(f.confidence * m for f, m in zip(parts, ms, strict=True)) / sum(ms) if sum(ms) > 0 \
+        else last.confidence
     return last.model_copy(update={
         "text": " ".join(t for f in parts if (t := f.text.strip())),
         "t_ms": t_ms, "confidence": confidence,
@@ -370,7 +376,9 @@ class ClientSession:
             return [*events, ServerProblem(
                 "unexpected_final", f"a final for segment {msg.segment}, which no stream is waiting for")]
         ended = s.phase is _Phase.AWAITING
-        if msg.reason == "max_segment":
+        if msg.reason == "max_segment" and ended and s.cut_at_end:
+            msg = msg.model_copy(update={"reason": "end"})
+        elif msg.reason == "max_segment":
             # the server closed a runaway segment itself; the rest of the stream's audio goes to the next
             s.pieces.append(msg)
             s.phase = _Phase.AWAITING_CUT if ended else _Phase.CUT
@@ -402,4 +410,8 @@ class ClientSession:
                     return []
                 last = s.pieces.pop()
                 return [FinalFor(s.key, _joined(s.pieces, last).model_copy(update={"reason": "end"}))]
+            waiting = [s for s in self._streams.values() if s.phase is _Phase.AWAITING]
+            if waiting:  # the answer to the last `end` sent, whose cut's final is still being decoded
+                max(waiting, key=lambda s: s.segment).cut_at_end = True
+                return []
         return [ServerProblem(msg.code, msg.message)]
