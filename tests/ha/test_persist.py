@@ -24,12 +24,29 @@ def test_round_trip_and_configuration_change(tmp_path: Path) -> None:
     assert StateFile(tmp_path, "office", "local").load() == Saved()
 
 
-def test_unreadable_or_absent_state_is_the_default(tmp_path: Path) -> None:
-    """A corrupt file, or no directory at all, means the configured defaults."""
+def test_absent_state_is_the_default_and_unreadable_state_is_muted(tmp_path: Path) -> None:
+    """No file, or no directory at all, means the configured defaults; a file that is there but cannot
+    be read or understood means muted (fails closed), whatever else it says."""
     f = StateFile(tmp_path, "kitchen", "local")
     assert f.path is not None
-    f.path.write_text("{not json")
     assert f.load() == Saved()
+    for bad in ("{not json", "[]", '{"muted": "no"}', '{"backend": "ws"}', ""):
+        f.path.write_text(bad)
+        assert f.load() == Saved(muted=True), bad
+    f.path.write_bytes(b"\xff\xfe")
+    assert f.load() == Saved(muted=True)
+    f.path.unlink()
+    f.path.mkdir()  # there, but not a file that can be read
+    assert f.load() == Saved(muted=True)
     none = StateFile(None, "kitchen", "local")
     none.save(muted=True, backend="ws")
     assert none.load() == Saved()
+
+
+def test_save_replaces_a_bad_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    f = StateFile(tmp_path, "kitchen", "local")
+    assert f.path is not None
+    f.path.write_text("{not json")
+    f.save(muted=False, backend="local")
+    assert f.load() == Saved(muted=False, backend="local")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker-kitchen.json"]

@@ -5,6 +5,13 @@ there are several); without it nothing is kept. Not ``XDG_STATE_HOME``: a worker
 test, ``make demo``) must not start muted because a service once was. The backend
 chosen at run time is only restored while ``STT_BACKEND`` is what it was when it was chosen: an
 operator who edits the configuration and restarts gets what they configured.
+
+Muting fails closed: a state file that is there but cannot be read or understood means muted (logged
+as an error), since the worker cannot know that nobody muted it, and a microphone that was muted must
+not start transcribing because a disk sector went bad. Unmuting (the switch, ``<base>/<site>/set``)
+writes a good file again. Writes are atomic (a temporary file renamed over the old one) and durable
+(the file and its directory fsynced before and after the rename), so a power cut leaves the old state
+or the new one, never none.
 """
 
 from __future__ import annotations
@@ -44,28 +51,42 @@ class StateFile:
         self.configured_backend = configured_backend
 
     def load(self) -> Saved:
-        if self.path is None or not self.path.is_file():
+        if self.path is None or not self.path.exists():
             return Saved()
         try:
             data = json.loads(self.path.read_text())
-            muted = data.get("muted") is True
+            if not isinstance(data, dict) or not isinstance(data.get("muted"), bool):
+                raise ValueError("no muted flag in it")
             same_config = data.get("configured_backend") == self.configured_backend
             backend = data.get("backend") if same_config else None
-            return Saved(muted=muted, backend=backend if backend in BACKEND_NAMES else None)
-        except (OSError, ValueError, AttributeError) as exc:
-            log.warning("state_file_unreadable", path=str(self.path), error=str(exc))
-            return Saved()
+            return Saved(muted=data["muted"], backend=backend if backend in BACKEND_NAMES else None)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.error("state_file_unreadable", path=str(self.path), error=str(exc), muted=True,
+                      hint="starting muted; unmute to write a good state file")
+            return Saved(muted=True)
 
     def save(self, *, muted: bool, backend: str) -> None:
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
+        data = json.dumps({"muted": muted, "backend": backend, "configured_backend": self.configured_backend})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"muted": muted, "backend": backend,
-                                       "configured_backend": self.configured_backend}))
+            with open(tmp, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             tmp.replace(self.path)  # atomic: a crash mid-write leaves the old file, never half a file
+            _fsync_dir(self.path.parent)  # and the rename itself survives a power cut
         except OSError as exc:
             log.warning("state_file_unwritable", path=str(self.path), error=str(exc))
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
