@@ -48,7 +48,9 @@ WATCH_PARTIALS = """(() => {
   return true;
 })()"""
 
-PAGE_LOADED = "document.readyState === 'complete' && !!document.querySelector('#model strong')"
+# /health answered: the model (with the token), or only that the server is up (without it)
+PAGE_LOADED = ("document.readyState === 'complete' && !!document.querySelector('#model') && "
+               "document.querySelector('#model').textContent !== 'connecting…'")
 CLICK = "document.querySelector('#toggle').click(), true"
 
 
@@ -61,7 +63,7 @@ def token_server() -> Iterator[tuple[int, str]]:
     """A real stt-server that refuses /stt without the token; its port and model name."""
     proc, port = start_server({"STT_TOKEN": TOKEN})
     try:
-        yield port, str(json.loads(http_get(port, "/health")[2])["model"])
+        yield port, str(json.loads(http_get(port, f"/health?token={TOKEN}")[2])["model"])
     finally:
         proc.stop()
         if os.environ.get("STT_SHOW_SERVER_LOG"):
@@ -79,7 +81,7 @@ def browser_for(tmp_path: Path) -> Iterator[Any]:
     def launch(url: str, wav: Path) -> Chromium:
         browser = Chromium(url, wav)
         started.append(browser)
-        browser.page.wait_for(PAGE_LOADED, 10, "the page with the model from /health")
+        browser.page.wait_for(PAGE_LOADED, 10, "the page with /health's answer")
         return browser
 
     yield launch
@@ -172,13 +174,17 @@ def test_live_page_fallback_capture_and_resampling(token_server: tuple[int, str]
 @pytest.mark.timeout(90)
 def test_live_page_without_the_token_says_how_to_pass_it(token_server: tuple[int, str], browser_for: Any,
                                                          tmp_path: Path) -> None:
-    """Opened without ?token= on a server that needs one, the page shows the model (public /health)
-    and, when the session is refused, says how to pass the token instead of failing silently."""
+    """Opened without ?token= on a server that needs one, the page says the server is up (the bare
+    /health: the model is the token holder's to know) and, when the session is refused, says how to
+    pass the token instead of failing silently."""
     port, model = token_server
     wav = speech.write_wav(tmp_path / "mic.wav", speech.clip(speech.pick(1, 1.0, 3.0)[0]))
     page = browser_for(f"http://127.0.0.1:{port}/", wav).page
     page.evaluate(CLICK, user_gesture=True)
     error = page.wait_for("document.querySelector('#error').textContent", 10, "the refusal shown")
     assert "?token=" in error, error
-    assert model in page.evaluate("document.querySelector('#model').textContent")
+    shown = page.evaluate("document.querySelector('#model').textContent")
+    assert "up" in shown, shown
+    assert "?token=" in shown, shown
+    assert model not in shown, shown
     page.wait_for("document.querySelector('#toggle').textContent === 'Start microphone'", 5, "button")

@@ -485,12 +485,12 @@ def test_missing_or_wrong_token_is_refused_at_the_handshake(secured, how, kwargs
     """With STT_TOKEN set, a client without the right token gets HTTP 401 before any WebSocket
     exists, so no audio can be sent; the refusal is counted as an error."""
     _, port = secured
-    before = metrics(port)
+    before = metrics(port, TOKEN)
     bearer = kwargs.pop("bearer", None)
     with pytest.raises(InvalidStatus) as info:
         SttSession(url_of(port, **kwargs), bearer=bearer)
     assert info.value.response.status_code == 401
-    after = metrics(port)
+    after = metrics(port, TOKEN)
     key = 'stt_errors_total{dialect="stt",code="unauthorized"}'
     assert after[key] == before.get(key, 0) + 1
     for counter in ('stt_sessions_total{dialect="stt"}', 'stt_audio_seconds_total{dialect="stt"}'):

@@ -21,10 +21,12 @@ def wait_sessions(port: int, n: int, timeout: float = 10.0) -> None:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^{}]*\})? (-?[0-9.]+(?:[eE][+-]?[0-9]+)?|[+-]Inf|NaN)$")
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(port: int, token: str | None = None) -> dict[str, float]:
     """GET /metrics parsed as Prometheus text: ``{'name{labels}': value}``; asserts every sample line
-    is well formed and the content type is the exposition format's."""
-    status, ctype, body = http_get(port, "/metrics")
+    is well formed and the content type is the exposition format's. ``token``: a server's STT_TOKEN
+    (with one set, /metrics needs it)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    status, ctype, body = http_get(port, "/metrics", headers)
     assert status == 200, body
     assert ctype.startswith("text/plain"), ctype
     out: dict[str, float] = {}

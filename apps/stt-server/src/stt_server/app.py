@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -19,7 +20,7 @@ from stt_core.session import CloseCode
 from websockets.asyncio.server import ServerConnection, serve
 
 from . import ws_dialects
-from .context import Context
+from .context import REFUSALS, Context, peer_address
 from .http import NEMO_PATH, WS_PATH, WS_PATHS, dialect_of, route
 from .settings import ServerSettings
 from .wyoming_server import WyomingListener
@@ -33,7 +34,7 @@ log = structlog.get_logger(__name__)
 class Listener(Protocol):
     """Wyoming's and Socket.IO's listeners, as the server starts them."""
 
-    async def start(self, host: str, port: int) -> list[tuple[str, int]]: ...
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None) -> list[tuple[str, int]]: ...
 
 
 class Server:
@@ -47,20 +48,23 @@ class Server:
                         hint="seed 002 clients connect with ?token=<key>; set STT_TOKEN to choose it")
 
     async def handle(self, ws: ServerConnection) -> None:
-        refusal = self.ctx.refusal()
+        peer = peer_address(ws.remote_address)
+        refusal = self.ctx.refusal(peer)
         if refusal is not None:
             self.ctx.metrics.error(refusal, dialect=dialect_of(ws.request))
+            if refusal == "ip_busy":
+                log.info("refused", code=refusal, peer=peer, dialect=dialect_of(ws.request))
             with contextlib.suppress(Exception):
-                await ws.send(p.encode(p.Error(code=refusal, message="too many sessions; retry later")))
+                await ws.send(p.encode(p.Error(code=refusal, message=REFUSALS[refusal])))
                 await ws.close(CloseCode.TRY_AGAIN.value, refusal)
             return
         conn = ws_dialects.connection(self.ctx, ws)
-        self.ctx.sessions.add(conn)
+        self.ctx.admit(conn, peer)
         self.ctx.metrics.count("sessions_total", dialect=conn.dialect)
         try:
             await conn.run()
         finally:
-            self.ctx.sessions.discard(conn)
+            self.ctx.leave(conn)
 
 
     async def serve(self, notifier: Notifier | None = None) -> None:
@@ -75,10 +79,11 @@ class Server:
         async with serve(self.handle, st.host, st.port, process_request=lambda _, r: route(self.ctx, r),
                          # websockets' own limit sits above ours so the session can answer with an error
                          max_size=max(st.max_frame_bytes * 4, 1 << 20), ping_interval=20, ping_timeout=20,
-                         server_header=f"stt-server/{__version__}") as server:
+                         server_header=f"stt-server/{__version__}", ssl=st.tls) as server:
             bound = [sock.getsockname() for sock in server.sockets]
             info = self.ctx.info
             log.info("listening", address=[f"{a[0]}:{a[1]}" for a in bound], paths=list(WS_PATHS),
+                     scheme="wss" if st.tls else "ws", page="https" if st.tls else "http",
                      model=info.model, device=info.device, compute_type=info.compute_type)
             notifier = notifier or Notifier()
             notifier.ready(f"serving {WS_PATH} on port {st.port}"
@@ -115,13 +120,14 @@ class Server:
         self.ctx.engine.close()
         log.info("stopped")
 
-    async def _bind(self, listener: Listener, name: str, variable: str, port: int, explicit: bool) -> bool:
+    async def _bind(self, listener: Listener, name: str, variable: str, port: int, explicit: bool,
+                    *, tls: ssl.SSLContext | None) -> bool:
         """An extra listener on HOST:port. A port asked for that cannot be had is the operator's to fix
         (exit 78); the default one taken by something else only costs a warning, so that /stt users
         are not stopped by it."""
         host = self.settings.host
         try:
-            bound = await listener.start(host, port)
+            bound = await listener.start(host, port, tls)
         except OSError as exc:
             if explicit:
                 why = exc.strerror or str(exc)
@@ -129,7 +135,8 @@ class Server:
             log.warning(f"{name}_port_taken", port=port, error=exc.strerror or str(exc),
                         hint=f"set {variable} to another port, or 0 to turn it off")
             return False
-        log.info(f"{name}_listening", address=[f"{a[0]}:{a[1]}" for a in bound])
+        log.info(f"{name}_listening", address=[f"{a[0]}:{a[1]}" for a in bound],
+                 tls=tls is not None)
         return True
 
     async def _start_wyoming(self) -> WyomingListener | None:
@@ -139,8 +146,12 @@ class Server:
         if port == 0:
             return None
         listener = WyomingListener(self.ctx)
-        if not await self._bind(listener, "wyoming", "WYOMING_PORT", port, st.wyoming_explicit):
+        tls = st.wyoming_tls_context
+        if not await self._bind(listener, "wyoming", "WYOMING_PORT", port, st.wyoming_explicit, tls=tls):
             return None
+        if tls is not None and st.wyoming_tls is None:
+            log.warning("wyoming_tls", port=port, hint="Home Assistant's Wyoming integration and "
+                        "STT_BACKEND=wyoming workers cannot connect over TLS: WYOMING_TLS=0 keeps it plain")
         if st.advertise_wyoming:
             # in the background: mDNS probing takes a second or two, and serving need not wait for it
             self._advertising = asyncio.get_running_loop().create_task(
@@ -156,7 +167,8 @@ class Server:
         from .socketio_server import SocketIoListener  # python-socketio and aiohttp only when on
 
         listener = SocketIoListener(self.ctx)
-        bound = await self._bind(listener, "socketio", "SOCKETIO_PORT", port, st.socketio_explicit)
+        bound = await self._bind(listener, "socketio", "SOCKETIO_PORT", port, st.socketio_explicit,
+                                 tls=st.tls)
         return listener if bound else None
 
     @staticmethod

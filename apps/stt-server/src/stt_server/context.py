@@ -8,8 +8,10 @@ Each dialect's connection (``/stt`` in ``connection.py``, Wyoming in ``wyoming_s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -24,6 +26,26 @@ from .settings import ServerSettings
 from .transcripts import Transcripts
 
 Dialect = Literal["stt", "wyoming", "handy", "nemo", "hybrid", "socketio"]
+# what a refused connection is told, by the refusal's error code
+REFUSALS = {
+    "shutting_down": "the server is shutting down; retry later",
+    "server_busy": "too many sessions; retry later",
+    "ip_busy": "too many sessions from your address (MAX_SESSIONS_PER_IP); close one or retry later",
+}
+
+
+def peer_address(peer: object) -> str | None:
+    """The address a socket's peer name (or a WSGI REMOTE_ADDR) counts under: an IPv4 address
+    mapped into IPv6 (``::ffff:192.0.2.7``, from a dual-stack listener) is the IPv4 one."""
+    host = peer[0] if isinstance(peer, tuple | list) and peer else peer
+    if not isinstance(host, str) or not host:
+        return None
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 class Session(Protocol):
@@ -41,6 +63,9 @@ class Context:
         engine.on_decode = self.metrics.observe_decode
         self.transcripts = Transcripts(settings, self.metrics)
         self.sessions: set[Session] = set()
+        # the open sessions of each client address, for MAX_SESSIONS_PER_IP
+        self._peer_of: dict[Session, str] = {}
+        self._per_peer: Counter[str] = Counter()
         self.stopping = asyncio.Event()
         # seed 002's API key: STT_TOKEN, or in its single-user mode one made at start-up and logged
         self.api_key = (settings.stt_token.get_secret_value() if settings.stt_token is not None
@@ -50,13 +75,37 @@ class Context:
     def languages(self) -> tuple[str, ...]:
         return self.engine.decoder.languages
 
-    def refusal(self) -> str | None:
-        """Why a new session cannot be taken now (the same limit for every dialect), or None."""
+    def refusal(self, peer: str | None = None) -> str | None:
+        """Why a new session from ``peer`` (an address from ``peer_address``) cannot be taken now (the
+        same limits for every dialect), or None. A key of ``REFUSALS``."""
         if self.stopping.is_set():
             return "shutting_down"
         if len(self.sessions) >= self.settings.max_sessions:
             return "server_busy"
+        if peer is not None and self._per_peer[peer] >= self.settings.max_sessions_per_ip:
+            # one machine (or one hostile page's loop) must not take every MAX_SESSIONS slot
+            return "ip_busy"
         return None
+
+    def admit(self, session: Session, peer: str | None) -> None:
+        """A session taken (after ``refusal`` said None): counted until ``leave``."""
+        self.sessions.add(session)
+        if peer is not None and session not in self._peer_of:
+            self._peer_of[session] = peer
+            self._per_peer[peer] += 1
+
+    def leave(self, session: Session) -> None:
+        self.sessions.discard(session)
+        peer = self._peer_of.pop(session, None)
+        if peer is not None:
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
+
+    def liveness(self) -> dict[str, object]:
+        """What ``/health`` tells a client without the token when STT_TOKEN is set: up or not."""
+        ok = not self.stopping.is_set()
+        return {"ok": ok, "status": "ok" if ok else "stopping"}
 
     def health_fields(self) -> dict[str, Any]:
         return {"ok": not self.stopping.is_set(), "model": self.info.model, "device": self.info.device,

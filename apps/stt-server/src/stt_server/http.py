@@ -49,8 +49,9 @@ def live_page() -> bytes:
     return resources.files("stt_server").joinpath("static", "index.html").read_bytes()
 
 
-def json_response(status: HTTPStatus, payload: dict[str, object]) -> Response:
-    return _response(status, json.dumps(payload).encode(), "application/json")
+def json_response(status: HTTPStatus, payload: dict[str, object],
+                  extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    return _response(status, json.dumps(payload).encode(), "application/json", extra)
 
 
 def origin_ok(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
@@ -77,21 +78,30 @@ def token_ok(request: Request, token: str) -> bool:
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
-def _plain(ctx: Context, path: str) -> Response | None:
-    """The plain HTTP paths (public: the token guards /stt only); None for any other path."""
+def _plain(ctx: Context, request: Request, path: str) -> Response | None:
+    """The plain HTTP paths; None for any other path. The page is public; with STT_TOKEN set, what
+    /health details (sessions open now: when someone is talking) and /metrics need the token, and
+    /health without it still answers a bare liveness for container health checks and probes."""
     if path in PAGE_PATHS:
         return _response(HTTPStatus.OK, live_page(), "text/html; charset=utf-8", PAGE_HEADERS)
+    if path not in ("/health", "/metrics"):
+        return None
+    token = ctx.settings.stt_token
+    allowed = token is None or token_ok(request, token.get_secret_value())
     if path == "/health":
-        return json_response(HTTPStatus.OK, ctx.health())
-    if path == "/metrics":
-        return _response(HTTPStatus.OK, ctx.metrics_text().encode(), "text/plain; version=0.0.4")
-    return None
+        return json_response(HTTPStatus.OK, ctx.health() if allowed else ctx.liveness())
+    if not allowed:
+        ctx.metrics.error("unauthorized", dialect="http")
+        return json_response(HTTPStatus.UNAUTHORIZED, {
+            "error": "unauthorized", "message": "send Authorization: Bearer <STT_TOKEN> or ?token="},
+            (("WWW-Authenticate", 'Bearer realm="stt-server"'),))
+    return _response(HTTPStatus.OK, ctx.metrics_text().encode(), "text/plain; version=0.0.4")
 
 
 def route(ctx: Context, request: Request) -> Response | None:
     """What websockets' process_request hook answers: None lets the WebSocket handshake go on."""
     path = urlsplit(request.path).path
-    if (plain := _plain(ctx, path)) is not None:
+    if (plain := _plain(ctx, request, path)) is not None:
         return plain
     if path not in WS_PATHS:
         return json_response(HTTPStatus.NOT_FOUND, {

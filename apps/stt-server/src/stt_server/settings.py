@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from stt_core.errors import ConfigError
 from stt_core.settings import CommonSettings
+from stt_core.tls import server_context
 from stt_core.vad import VadConfig
 
 WYOMING_DEFAULT_PORT = 10300  # the port Home Assistant users know from wyoming-faster-whisper
@@ -23,6 +26,14 @@ class ServerSettings(CommonSettings):
     # besides the server's own page; a client that sends no Origin (not a browser) always may
     allowed_origins: str | None = Field(default=None, max_length=4096)
     max_sessions: int = Field(default=32, ge=1, le=10_000)
+    # sessions one address may hold at once, over every dialect (loopback included: see the README)
+    max_sessions_per_ip: int = Field(default=8, ge=1, le=10_000)
+    # ---- TLS on every listener (wss:// and https:// on PORT, Wyoming, Socket.IO): both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # the Wyoming listener with TLS too (unset: when TLS_CERT_FILE is set). 0 keeps it plain TCP for
+    # Home Assistant, whose Wyoming integration cannot speak TLS
+    wyoming_tls: bool | None = None
     max_segment_s: float = Field(default=60.0, gt=0, le=3600)
     max_frame_bytes: int = Field(default=65_536, ge=640, le=16 * 1024 * 1024)
     max_frames_per_s: int = Field(default=400, ge=10)
@@ -72,6 +83,29 @@ class ServerSettings(CommonSettings):
     webhook_url: AnyHttpUrl | None = None
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_retries: int = Field(default=3, ge=0, le=20)
+    _tls: ssl.SSLContext | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        # ConfigError, not ValueError: pydantic passes it through, and it names the variable at fault
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if (cert is None) != (key is None):
+            missing = "TLS_KEY_FILE" if key is None else "TLS_CERT_FILE"
+            raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE are set together or not at all")
+        if cert is not None and key is not None:
+            self._tls = server_context(cert, key)
+        elif self.wyoming_tls:
+            raise ConfigError("WYOMING_TLS", "needs TLS_CERT_FILE and TLS_KEY_FILE")
+        return self
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The listeners' TLS context; None: plain TCP."""
+        return self._tls
+
+    @property
+    def wyoming_tls_context(self) -> ssl.SSLContext | None:
+        return self._tls if self.wyoming_tls is not False else None
 
     @field_validator("mqtt_ca_file")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ssl
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,7 +25,7 @@ from stt_core import session as s
 from stt_core.engine import PartialResult
 from stt_core.errors import PeerError
 
-from .context import Context, Dialect, SegmentRunner
+from .context import REFUSALS, Context, Dialect, SegmentRunner, peer_address
 from .http import origin_ok
 from .socketio_session import PartialTranscription, SocketIoSession, Transcription, audio_of, client_id_of
 
@@ -107,10 +108,10 @@ class SocketIoListener:
                      "client_disconnected"):
             self.sio.on(name, getattr(self, f"_on_{name}"))
 
-    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> list[tuple[str, int]]:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         return [(str(a[0]), int(a[1])) for a in self._runner.addresses]
 
@@ -130,11 +131,11 @@ class SocketIoListener:
             self.ctx.metrics.error("origin_not_allowed", dialect=DIALECT)
             raise socketio.exceptions.ConnectionRefusedError(
                 {"code": "origin_not_allowed", "message": "add this page's origin to ALLOWED_ORIGINS"})
-        refusal = self.ctx.refusal()
+        peer = _peer(environ)
+        refusal = self.ctx.refusal(peer)
         if refusal is not None:
             self.ctx.metrics.error(refusal, dialect=DIALECT)
-            raise socketio.exceptions.ConnectionRefusedError({"code": refusal,
-                                                              "message": "too many sessions; retry later"})
+            raise socketio.exceptions.ConnectionRefusedError({"code": refusal, "message": REFUSALS[refusal]})
         token = self.ctx.settings.stt_token
         if token is not None and not _token_ok(environ, auth, token.get_secret_value()):
             self.ctx.metrics.error("unauthorized", dialect=DIALECT)
@@ -142,7 +143,7 @@ class SocketIoListener:
                 {"code": "unauthorized", "message": "connect with auth {\"token\": STT_TOKEN} or ?token="})
         conn = Connected(self, sid)
         self.connected[sid] = conn
-        self.ctx.sessions.add(conn)
+        self.ctx.admit(conn, peer)
         self.ctx.metrics.count("sessions_total", dialect=DIALECT)
         log.info("session_started", sid=sid, dialect=DIALECT)
 
@@ -232,7 +233,7 @@ class SocketIoListener:
             if self.transcribers.get(cid) is t:
                 del self.transcribers[cid]
         if conn is not None:
-            self.ctx.sessions.discard(conn)
+            self.ctx.leave(conn)
             log.info("session_ended", sid=sid, dialect=DIALECT)
 
     async def send(self, t: Transcriber, message: p.Message) -> None:
@@ -257,6 +258,13 @@ class SocketIoListener:
         self.ctx.metrics.error(exc.code, dialect=DIALECT)
         log.debug("peer_error", sid=sid, code=exc.code)
         await self.sio.emit("error", {"code": exc.code, "message": exc.message}, to=sid)
+
+
+def _peer(environ: dict[str, Any]) -> str | None:
+    """The client's address: engineio's aiohttp driver sets REMOTE_ADDR to 127.0.0.1 for everyone,
+    so it is read from aiohttp's own request (the socket's peer; X-Forwarded-For is not trusted)."""
+    request = environ.get("aiohttp.request")
+    return peer_address(getattr(request, "remote", None))
 
 
 def _token_ok(environ: dict[str, Any], auth: Any, token: str) -> bool:

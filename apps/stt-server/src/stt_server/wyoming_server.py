@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -27,7 +28,8 @@ from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
 from . import wyoming_session as w
-from .context import Context, SegmentRunner
+from .context import REFUSALS, Context, SegmentRunner, peer_address
+from .peer_errors import PeerErrors
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +126,7 @@ class WyomingConnection:
         self._closing = False
         peer = writer.get_extra_info("peername")
         self.log = log.bind(peer=str(peer[0]) if peer else "?", dialect="wyoming")
+        self.peer_errors = PeerErrors(self.log, ctx.metrics, "wyoming")
 
     async def run(self) -> None:
         idle = self.ctx.settings.idle_timeout_s
@@ -146,6 +149,7 @@ class WyomingConnection:
             if self.segment.open:
                 self.log.info("segment_abandoned", segment=self.machine.segment)
                 self.segment.cancel()
+            self.peer_errors.summary()
             with contextlib.suppress(Exception):
                 self.writer.close()
                 await self.writer.wait_closed()
@@ -206,9 +210,7 @@ class WyomingConnection:
 
     async def _send(self, event: Event) -> None:
         if Error.is_type(event.type):
-            code = str(event.data.get("code") or "error")
-            self.ctx.metrics.error(code, dialect="wyoming")
-            self.log.info("peer_error", code=code, detail=event.data.get("text"))
+            self.peer_errors(str(event.data.get("code") or "error"), event.data.get("text"))
         with contextlib.suppress(ConnectionError, RuntimeError):
             await async_write_event(event, self.writer)
 
@@ -222,28 +224,31 @@ class WyomingListener:
         self.server: asyncio.Server | None = None
         self._zeroconf: Any = None
 
-    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
-        self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEADER_BYTES)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> list[tuple[str, int]]:
+        """Listen on host:port; with ``tls`` every connection is TLS from its first byte (the
+        handshake bounded, so that a client that never finishes one does not hold a socket)."""
+        self.server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEADER_BYTES, ssl=tls,
+                                                 ssl_handshake_timeout=10 if tls is not None else None)
         return [s.getsockname()[:2] for s in self.server.sockets]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refusal = self.ctx.refusal()
+        peer = peer_address(writer.get_extra_info("peername"))
+        refusal = self.ctx.refusal(peer)
         if refusal is not None:
             self.ctx.metrics.error(refusal, dialect="wyoming")
             with contextlib.suppress(Exception):
-                await async_write_event(Error(text="too many sessions; retry later", code=refusal).event(),
-                                        writer)
+                await async_write_event(Error(text=REFUSALS[refusal], code=refusal).event(), writer)
                 writer.close()
             return
         conn = WyomingConnection(self.ctx, self.info, reader, writer)
-        self.ctx.sessions.add(conn)
+        self.ctx.admit(conn, peer)
         self.ctx.metrics.count("sessions_total", dialect="wyoming")
         try:
             await conn.run()
         except Exception:  # one connection's bug must not take the listener down
             conn.log.exception("wyoming_connection_failed")
         finally:
-            self.ctx.sessions.discard(conn)
+            self.ctx.leave(conn)
 
     async def advertise(self, host: str, port: int, name: str | None = None) -> None:
         """``_wyoming._tcp`` over mDNS, as wyoming-faster-whisper's ``--zeroconf`` does (the

@@ -20,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
+import ssl
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import structlog
 from stt_core.client import (
@@ -79,6 +82,14 @@ class WsBackend:
         self._outbox: collections.deque[bytes | str] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._connected_once = asyncio.Event()
+        # built once, with the backend: a wss:// server is verified (system store or WS_CA_FILE)
+        self._tls = settings.ws_tls
+        if settings.ws_token is not None and not settings.ws_url.startswith("wss://") \
+                and not is_loopback(settings.ws_url):
+            # anyone on the network path can read the token and open sessions as this worker
+            log.warning("token_in_clear", url=settings.ws_url,
+                        hint="serve the server with TLS_CERT_FILE/TLS_KEY_FILE and use a wss:// WS_URL "
+                             "(scripts/make-certs.sh; WS_CA_FILE for a home CA)")
 
     @property
     def model(self) -> str:
@@ -122,12 +133,16 @@ class WsBackend:
             try:
                 async with connect(s.ws_url, additional_headers=headers, open_timeout=s.ws_connect_timeout_s,
                                    ping_interval=PING_INTERVAL_S, ping_timeout=PING_INTERVAL_S,
-                                   max_size=1 << 20) as ws:
+                                   max_size=1 << 20, ssl=self._tls) as ws:
                     await self._serve(ws)
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as exc:
                 log.warning("server_refused", url=s.ws_url, status=exc.response.status_code)
+            except ssl.SSLCertVerificationError as exc:
+                # before OSError (it is one): the operator's to fix, said as such
+                log.warning("server_certificate_rejected", url=s.ws_url, error=exc.verify_message or str(exc),
+                            hint="WS_CA_FILE names the CA that signed the server's certificate")
             except (OSError, TimeoutError, ConnectionClosed) as exc:
                 log.warning("server_unreachable", url=s.ws_url, error=str(exc) or type(exc).__name__)
             except Exception as exc:  # never let the reconnect loop die
@@ -221,6 +236,17 @@ class WsBackend:
         return FinalText(utterance_id=action.key, backend="ws", text=f.text, confidence=f.confidence,
                          language=f.language or self.session_language, model=f.model or self._model,
                          decode_ms=f.decode_ms, speculative=f.speculative)
+
+
+def is_loopback(url: str) -> bool:
+    """Whether the URL's host is this machine (a token sent there in clear stays on it)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class WsStream:
