@@ -28,6 +28,7 @@ from .baseline import Baseline
 from .capacity import StreamFn, run_levels
 from .clips import load_all
 from .plan import Plan
+from .rig import BENCH_SESSIONS_PER_IP
 
 VENVS = Path(__file__).resolve().parent / ".venvs"
 
@@ -151,7 +152,7 @@ OURS_WYOMING = "stt-bridge (Wyoming)"
 def ours_over_wyoming(plan: Plan, base: Baseline | None, clips: list[Any]) -> dict[str, Any]:
     """Our server's Wyoming listener, driven by the same client as wyoming-faster-whisper below."""
     wport = free_port()
-    proc, _ = start_server({"WYOMING_PORT": str(wport)})
+    proc, _ = start_server({"WYOMING_PORT": str(wport), "MAX_SESSIONS_PER_IP": str(BENCH_SESSIONS_PER_IP)})
     try:
         print(f"bench: peer {OURS_WYOMING}", flush=True)
         return run_levels(wyoming_client.stream_fn(wport), plan, clips, base)

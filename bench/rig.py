@@ -19,6 +19,8 @@ from harness.procs import VENV_BIN, Mosquitto, Proc, start_server
 from harness.stt_client import ws_url
 
 BASE_TOPIC = "stt"
+# every stream of a capacity level (up to 16) comes from this one host: MAX_SESSIONS_PER_IP above them
+BENCH_SESSIONS_PER_IP = 64
 
 
 class Rig:
@@ -37,7 +39,7 @@ class Rig:
     @property
     def server_port(self) -> int:
         if self._server is None:
-            self._server = start_server()
+            self._server = start_server({"MAX_SESSIONS_PER_IP": str(BENCH_SESSIONS_PER_IP)})
         return self._server[1]
 
     @property
