@@ -32,7 +32,8 @@ def test_a_final_goes_to_final_event_and_last_with_the_documented_fields() -> No
     assert fields == {
         "site_id": "kitchen", "utterance_id": "abc", "text": "turn on the light", "confidence": 0.875,
         "language": "en", "backend": "ws", "model": "tiny.en", "audio_s": 2.345, "latency_ms": 321,
-        "started_at": "2023-11-14T22:13:20.000Z", "ended_at": "2023-11-14T22:13:22.500Z", "fallback": False}
+        "started_at": "2023-11-14T22:13:20.000Z", "ended_at": "2023-11-14T22:13:22.500Z", "fallback": False,
+        "end": "silence", "continues": None, "part": 1}
     assert json.loads(msgs[1].payload) == {"event_type": discovery.EVENT_TYPE, **fields}
     assert json.loads(msgs[2].payload) == fields
 

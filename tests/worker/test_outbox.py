@@ -101,3 +101,25 @@ def test_delete_of_a_row_already_dropped_is_harmless() -> None:
     box.delete(first)
     assert box.queued == 1
     assert box.queued_bytes > 0
+
+
+def test_a_flood_of_refused_commands_never_pushes_a_final_out(tmp_path: Path) -> None:
+    """With the broker away, a thousand answers to bad commands and one final: the final is on disk,
+    the answers are a few in memory (the newest), and the final's queue dropped nothing."""
+    from stt_worker.mqtt_link import CONTROL_ERRORS_KEPT, MqttLink
+    from stt_worker.payloads import Message
+    from stt_worker.settings import WorkerSettings
+
+    settings = WorkerSettings(_env_file=None, site_id="s", audio_source="mic",  # type: ignore[call-arg]
+                              mqtt_queue_max_mb=0.01)
+    link = MqttLink(settings, "test", outbox_path=tmp_path / "o.sqlite")
+    link.publish_all([Message("stt/s/transcript/final", "x" * 500, "reliable")], utterance="u1")
+    for i in range(1000):
+        link.publish(Message("stt/s/error", f'{{"code": "invalid_command", "n": {i}}}' + " " * 400,
+                             "control_error"))
+    assert link.queued == 1
+    assert link.dropped == 0
+    kept = list(link._control_errors)
+    assert len(kept) == CONTROL_ERRORS_KEPT
+    assert '"n": 999' in kept[-1].payload
+    link.outbox.close()

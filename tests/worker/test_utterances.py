@@ -330,3 +330,27 @@ def test_a_device_gap_ends_the_utterance_and_forgets_the_pre_roll() -> None:
     assert trace(r.m.device_gap(r.now)) == ["speech off", "finish u1"]
     r.frames(SPEECH, 2)  # two voiced frames: not enough to open a fresh gate on their own
     assert r.m.current is None
+
+
+def test_a_long_utterance_comes_in_pieces_each_naming_the_one_it_continues() -> None:
+    """Speech that never pauses is cut at max_utterance_s: every piece gets its own final, in order,
+    the later ones naming the piece they continue (part 2, 3 ...), and no audio falls between the
+    pieces. An utterance after a real pause continues nothing."""
+    gate = v.VadGate(v.VadConfig(**{**CFG.__dict__, "max_utterance_s": 1.5}), is_speech=any)
+    m = u.UtteranceMachine(gate=gate, backend="local", fallback=None, remote=frozenset(),
+                           final_timeout_s=5.0, new_id=iter(f"u{i}" for i in range(1, 99)).__next__)
+    r = Run(m)
+    actions = r.frames(SILENCE, 5) + r.frames(SPEECH, 120) + r.frames(SILENCE, 20)
+    actions += r.frames(SPEECH, 20) + r.frames(SILENCE, 20)
+    opened = [a.utterance_id for a in actions if isinstance(a, u.OpenStream)]
+    assert opened == ["u1", "u2", "u3", "u4"]
+    fed = sum(len(a.pcm) for a in actions if isinstance(a, u.Feed) and a.utterance_id != "u4")
+    assert fed == len(SPEECH) * 120 + 3 * len(SILENCE) + len(SILENCE) * 10, "audio lost between pieces"
+    finals: list[u.HeardFinal] = []
+    for uid in opened:
+        for a in m.backend_event(FinalText(uid, "local", f"text {uid}", 0.9, "en", "tiny"), r.now):
+            assert isinstance(a, u.HeardFinal)
+            finals.append(a)
+    assert [(f.utterance_id, f.part, f.continues, f.end) for f in finals] == [
+        ("u1", 1, None, "max_length"), ("u2", 2, "u1", "max_length"), ("u3", 3, "u2", "silence"),
+        ("u4", 1, None, "silence")]

@@ -89,6 +89,9 @@ class Payloads:
             "confidence": f.confidence, "language": f.language, "backend": f.backend, "model": f.model,
             "audio_s": round(f.audio_ms / 1000, 3), "latency_ms": f.latency_ms,
             "started_at": iso(f.started_at), "ended_at": iso(f.voiced_end_at), "fallback": f.fallback,
+            # a long utterance comes in pieces, cut at VAD_MAX_UTTERANCE_S: "end" is "max_length" on
+            # every piece but the last, and each later piece names the one it continues
+            "end": f.end, "continues": f.continues, "part": f.part,
         }
 
     def final(self, f: HeardFinal) -> list[Message]:

@@ -111,6 +111,10 @@ class HeardFinal:
     end: v.EndReason  # why the gate closed
     decode_ms: int | None
     speculative: bool
+    # the utterance this one continues (it was cut at VAD_MAX_UTTERANCE_S and went on), and which piece
+    # of the whole this is (1 for an utterance that continues nothing)
+    continues: str | None = None
+    part: int = 1
 
 
 LostCode = Literal["backend_unavailable", "decode_failed"]
@@ -175,6 +179,8 @@ class Utterance:
     final: FinalText | None = None  # arrived, waiting for the earlier utterances' finals
     # no backend can give it a final: (code, why), published as ``Lost`` in its turn
     lost: tuple[LostCode, str] | None = None
+    continues: str | None = None  # the utterance it is the next piece of (a max_length cut)
+    part: int = 1
 
 
 def _new_id() -> str:
@@ -194,6 +200,8 @@ class UtteranceMachine:
     current: Utterance | None = None  # the one being spoken (gate open)
     # every utterance whose final is not published yet, in the order spoken (current included)
     pending: collections.deque[Utterance] = field(default_factory=collections.deque)
+    # the utterance the gate last cut at its length limit: the next piece continues it
+    _cut: Utterance | None = None
 
     # ---- audio ------------------------------------------------------------------------------
 
@@ -244,6 +252,7 @@ class UtteranceMachine:
             self.pending.remove(utt)
             return [CancelStream(utt.id), SpeechActive(False), Dropped(utt.id, "too_short", utt.audio_ms)]
         utt.end = event.reason
+        self._cut = utt if event.reason == "max_length" else None
         if utt.lost is not None:  # no backend took it: say so now, in its turn
             return [SpeechActive(False), *self._publish_ready(now)]
         utt.finish_at = now
@@ -253,6 +262,9 @@ class UtteranceMachine:
         held_ms = self.gate.t_ms - event.t_ms  # the pre-roll and trigger: heard before now
         utt = Utterance(id=self.new_id(), backend=self.backend, started_at=now - held_ms / 1000,
                         voiced_end_at=now)
+        cut, self._cut = self._cut, None
+        if event.continues and cut is not None:
+            utt.continues, utt.part, utt.session_id = cut.id, cut.part + 1, cut.session_id
         self.current = utt
         self.pending.append(utt)
         return [OpenStream(utt.id, utt.backend, self.options), SpeechActive(True),
@@ -348,7 +360,8 @@ class UtteranceMachine:
             backend=f.backend, model=f.model, fallback=utt.fallback, audio_ms=utt.audio_ms,
             latency_ms=int((now - utt.voiced_end_at) * 1000), started_at=utt.started_at,
             voiced_end_at=utt.voiced_end_at, session_id=utt.session_id, first_partial_ms=first,
-            partials=utt.partials, end=utt.end or "flush", decode_ms=f.decode_ms, speculative=f.speculative)
+            partials=utt.partials, end=utt.end or "flush", decode_ms=f.decode_ms, speculative=f.speculative,
+            continues=utt.continues, part=utt.part)
 
     @property
     def idle(self) -> bool:

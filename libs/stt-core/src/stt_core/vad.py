@@ -63,10 +63,13 @@ class VadConfig:
 
 @dataclass(frozen=True)
 class SpeechStart:
-    """The gate opened. ``audio`` is the pre-roll plus the triggering frames, in order."""
+    """The gate opened. ``audio`` is the pre-roll plus the triggering frames, in order.
+    ``continues``: it opened at once on the frame after a ``max_length`` cut, speech still going on,
+    so this utterance is the next piece of the one just cut (and no audio fell between them)."""
 
     audio: bytes
     t_ms: int  # stream time of the first frame in ``audio``
+    continues: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,21 @@ class VadGate:
             events.append(self._end("silence"))
         elif self._utterance_ms >= c.max_utterance_s * 1000:
             events.append(self._end("max_length"))
+            if self._unvoiced_run_ms < c.pause_ms:
+                # still speaking: the next piece opens on the very next frame, so that nothing said
+                # falls between the pieces (a restart through the trigger window would lose the words
+                # spoken past the pre-roll). If it turns out to be silence, it is discarded as usual.
+                events.append(self._continuation())
         return events
+
+    def _continuation(self) -> SpeechStart:
+        self.state = GateState.SPEAKING
+        self._voiced_ms = 0
+        self._utterance_ms = 0
+        self._unvoiced_run_ms = 0
+        self._voiced_end_ms = self.t_ms
+        self._paused = False
+        return SpeechStart(b"", t_ms=self.t_ms, continues=True)
 
     def _end(self, reason: EndReason) -> SpeechEnd | SpeechDiscarded:
         self.state = GateState.SILENT
