@@ -4,6 +4,7 @@ MAX_SEGMENT_S, the pieces' texts come back joined in the utterance's one final."
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 
 from harness.procs import Mosquitto, start_server
@@ -32,7 +33,7 @@ def test_the_gates_cut_publishes_every_piece_in_order_as_a_continuation(broker: 
     assert len(finals) >= 3, [f["text"] for f in finals]
     assert finals[0]["continues"] is None
     assert finals[0]["part"] == 1
-    for before, after in zip(finals, finals[1:], strict=False):
+    for before, after in itertools.pairwise(finals):
         assert before["end"] == "max_length", finals
         assert after["continues"] == before["utterance_id"], finals
         assert after["part"] == before["part"] + 1
