@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import event
 from stt_core import protocol as p
 from stt_core import session as s
 from stt_server import wyoming_session as w
@@ -43,6 +44,9 @@ class Checker:
             assert actions == [], f"nothing after the close{where}: {actions}"
         for i, a in enumerate(actions):
             assert isinstance(a, self.actions), f"{type(a).__name__} is not an action{where}"
+            # --hypothesis-show-statistics: how deep the fuzzer got, and what stopped it
+            event(f"error {a.message.code}" if isinstance(a, s.Send) and isinstance(a.message, p.Error)
+                  else type(a).__name__)
             if isinstance(a, s.OpenSegment):
                 assert not self.open, f"a segment opened inside another{where}"
                 assert a.index > self.last_index, f"segment {a.index} after {self.last_index}{where}"
@@ -71,3 +75,31 @@ class Checker:
         said = "a close" if self.closed else "no close"
         assert machine_closed == self.closed, \
             f"the machine is {'closed' if machine_closed else 'open'} but said {said}{where}"
+
+
+def drive(m: Any, steps: list[tuple[Any, ...]], checker: Checker,
+          after: Callable[[], None] = lambda: None) -> None:
+    """Feeds ``steps`` to a dialect machine (``receive_text``/``receive_bytes``/``idle_timeout``/
+    ``shutdown``, and the engine's ``partial``/``final`` for the segments it ended) at increasing
+    times, checking each call; ``after`` checks the machine's own invariants after each step."""
+    now = 1000.0
+    for step in steps:
+        after()
+        kind = step[0]
+        if kind in ("text", "bytes"):
+            now += step[2]
+            out = m.receive_text(step[1], now) if kind == "text" else m.receive_bytes(step[1], now)
+        elif kind == "idle":
+            out = m.idle_timeout()
+        elif kind == "shutdown":
+            out = m.shutdown()
+        elif kind == "partial":
+            assert all(isinstance(a, s.Send) for a in m.partial(step[1]))
+            continue
+        else:  # the engine's final of the oldest segment ended and not yet answered
+            if checker.ended:
+                segment, reason = checker.ended.pop(0)
+                assert all(isinstance(a, s.Send) for a in m.final(step[1], reason, segment))
+            continue
+        checker.check(out, m.state.value == "closed", kind)
+    after()

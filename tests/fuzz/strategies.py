@@ -75,6 +75,9 @@ random_bytes = st.one_of(st.binary(max_size=64), st.binary(min_size=1, max_size=
 # ---- audio ------------------------------------------------------------------------------------
 
 LOUD = 8000  # the fuzz classifier's speech: any frame this loud (see ``loud_classifier``)
+# a loud square wave of 2 kHz at 16 kHz (8 samples a period): low enough to survive resampling from
+# any rate the dialects take, so it is speech after their conversion too
+TONE = np.array([LOUD] * 4 + [-LOUD] * 4, dtype="<i2")
 
 
 def loud_classifier(_config: object) -> Any:
@@ -94,9 +97,9 @@ def pcm16(draw: st.DrawFn, max_ms: int = 400) -> bytes:
     samples, any length up to ``max_ms``."""
     ms = draw(st.integers(0, max_ms))
     n = ms * 16
-    kind = draw(st.sampled_from(["loud", "silent", "random"]))
+    kind = draw(st.sampled_from(["loud", "loud", "silent", "random"]))
     if kind == "loud":
-        return np.tile(np.array([LOUD, -LOUD], dtype="<i2"), n // 2 + 1)[:n].tobytes()
+        return np.tile(TONE, n // TONE.size + 1)[:n].tobytes()
     if kind == "silent":
         return bytes(2 * n)
     return even(draw(st.binary(max_size=min(2 * n, 4096))))
@@ -149,6 +152,25 @@ vad_configs = st.one_of(
               pause_ms=st.sampled_from([20, 150]), max_utterance_s=st.sampled_from([0.3, 30.0])),
     st.just(VadConfig()))
 
-limits = st.builds(Limits, max_frame_bytes=st.sampled_from([4096, 64 * 1024]),
+limits = st.builds(Limits, max_frame_bytes=st.sampled_from([4096, *[64 * 1024] * 3]),
                    max_segment_s=st.sampled_from([0.2, 1.0, 60.0]),
-                   max_frames_per_s=st.sampled_from([20, 400]))
+                   max_frames_per_s=st.sampled_from([20, 400, 400, 400]))
+
+
+def weighted(*pairs: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, each drawn about ``weight`` times as often as a weight of 1 (well-formed
+    input mostly, so that sequences get deep into a machine before garbage closes it)."""
+    # (``one_of`` would not do: it draws each distinct strategy alike, however often it is named)
+    choices = [strategy for weight, strategy in pairs for _ in range(weight)]
+    return st.sampled_from(choices).flatmap(lambda x: x)
+
+
+loud_pcm = st.integers(1, 120).map(lambda ms: np.tile(TONE, ms * 2).tobytes())
+
+
+def sequences(step: st.SearchStrategy[Any], burst: st.SearchStrategy[Any], max_size: int = 30) \
+        -> st.SearchStrategy[list[Any]]:
+    """Lists of steps, with runs of ``burst`` steps (speech: a gate opens only on several loud frames in
+    a row) among the single ones."""
+    runs = weighted((3, step.map(lambda x: [x])), (1, st.lists(burst, min_size=3, max_size=12)))
+    return st.lists(runs, min_size=1, max_size=max_size // 3).map(lambda xs: [s for run in xs for s in run])

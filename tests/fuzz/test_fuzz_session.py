@@ -22,7 +22,7 @@ from stt_core.engine import FinalResult
 from stt_core.options import SpeechOptions
 
 from tests.fuzz import strategies as fs
-from tests.fuzz.invariants import Checker
+from tests.fuzz.invariants import Checker, drive
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,30 +46,6 @@ session_steps = st.one_of(
     st.just(("idle",)), st.just(("shutdown",)))
 
 
-def drive(m: Any, steps: list[tuple[Any, ...]], checker: Checker) -> None:
-    """Feeds ``steps`` to a dialect machine (``receive_text``/``receive_bytes``/``idle_timeout``/
-    ``shutdown``, and the engine's ``partial``/``final`` for the segments it ended), checking each call."""
-    now = 1000.0
-    for step in steps:
-        kind = step[0]
-        if kind in ("text", "bytes"):
-            now += step[2]
-            out = m.receive_text(step[1], now) if kind == "text" else m.receive_bytes(step[1], now)
-        elif kind == "idle":
-            out = m.idle_timeout()
-        elif kind == "shutdown":
-            out = m.shutdown()
-        elif kind == "partial":
-            assert all(isinstance(a, s.Send) for a in m.partial(step[1]))
-            continue
-        else:  # the engine's final of the oldest segment ended and not yet answered
-            if checker.ended:
-                segment, reason = checker.ended.pop(0)
-                assert all(isinstance(a, s.Send) for a in m.final(step[1], reason, segment))
-            continue
-        checker.check(out, m.state.value == "closed", kind)
-
-
 @given(fs.limits, st.lists(session_steps, max_size=40))
 @example(s.Limits(), [("text", json.dumps(INIT), 0.02), ("bytes", b"\0\0" * 160, 0.02),
                       ("text", "[" * 5000, 0.02), ("text", "9" * 5000, 0.02)])
@@ -78,14 +54,16 @@ def test_session_machine(limits: s.Limits, steps: list[tuple[Any, ...]]) -> None
     m = s.SessionMachine(limits=limits, model="fuzz", languages=("en",))
     checker = Checker()
     checker.check(m.opened(), False)
-    segment = 0
-    for i in range(len(steps)):
-        drive(m, steps[i:i + 1], checker)
-        assert m.segment >= segment, "the segment number only grows"
-        segment = m.segment
+    segments = [0]
+
+    def invariants() -> None:
+        assert m.segment >= segments[-1], "the segment number only grows"
+        segments.append(m.segment)
         assert checker.open == (m.state is s.State.IN_SEGMENT)
         if checker.open:
             assert checker.last_index == m.segment
+
+    drive(m, steps, checker, invariants)
 
 
 # ---- the server's endpointer --------------------------------------------------------------------------

@@ -146,11 +146,15 @@ class SocketIoSession:
     def finish(self, reason: p.FinalReason = "end") -> list[Action]:
         """The speaker is gone (disconnect) or the server stops: what is being said still gets its
         transcription, for the room's other members."""
+        if self.closed:  # finished or cancelled already: its segment has had its end
+            return []
         actions: list[Action] = [s.EndSegment(reason)] if self.in_segment else []
         self.closed = True
         return actions
 
     def cancel(self) -> list[Action]:
         """``cleanup_client``: the transcriber's state is deleted, the open utterance with it."""
+        if self.closed:
+            return []
         self.closed = True
         return self._auto.cancel()
