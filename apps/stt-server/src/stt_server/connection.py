@@ -18,6 +18,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from .context import Context, Dialect, SegmentRunner
+from .peer_errors import PeerErrors
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ class Connection:
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
         self.log = log.bind(peer=str(ws.remote_address[0]) if ws.remote_address else "?", dialect=dialect)
+        self.peer_errors = PeerErrors(self.log, ctx.metrics, dialect)
 
     async def run(self) -> None:
         idle = self.ctx.settings.idle_timeout_s
@@ -93,6 +95,7 @@ class Connection:
                 self.segment.cancel()
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
+            self.peer_errors.summary()
 
     async def shutdown(self) -> None:
         """Server stopping: the open segment still gets its final, then close 1001."""
@@ -108,8 +111,7 @@ class Connection:
     async def _do(self, action: s.Action) -> None:
         if isinstance(action, s.Send):
             if isinstance(action.message, p.Error):
-                self.ctx.metrics.error(action.message.code, dialect=self.dialect)
-                self.log.info("peer_error", code=action.message.code, detail=action.message.message)
+                self.peer_errors(action.message.code, action.message.message)
             elif isinstance(action.message, p.Ready):
                 self.log.info("session_started", session_id=action.message.session_id,
                               sample_rate=action.message.sample_rate)
@@ -127,7 +129,10 @@ class Connection:
         elif isinstance(action, s.CancelSegment):
             self.segment.cancel()
         elif isinstance(action, s.PauseSegment):
-            self.segment.pause()
+            # the engine bounds what pauses may cost a segment (engine.Segment.pause); refusals counted
+            engine_segment = self.segment.segment
+            if engine_segment is not None and not engine_segment.pause():
+                self.ctx.metrics.count("pauses_ignored_total", dialect=self.dialect)
         elif isinstance(action, s.ResumeSegment):
             self.segment.resume()
         elif isinstance(action, s.HealthWanted):

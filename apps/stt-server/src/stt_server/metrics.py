@@ -27,6 +27,8 @@ COUNTERS = {
     "sessions_total": "Sessions accepted since start.",
     "segments_total": "Segments finalised since start.",
     "audio_seconds_total": "Seconds of audio received.",
+    "pauses_ignored_total": "Pause hints that started no early final (one already decoding for the "
+                            "segment, or its budget spent).",
 }
 
 
@@ -37,7 +39,8 @@ class Metrics:
         self._lock = threading.Lock()
         self.counters: dict[str, defaultdict[str, float]] = {name: defaultdict(float) for name in COUNTERS}
         self.errors: Counter[tuple[str, str]] = Counter()  # (dialect, code)
-        self.decode = {"final": Histogram(), "partial": Histogram()}
+        # speculative: a final's decode begun at a pause, before the end (it may come to nothing)
+        self.decode = {"final": Histogram(), "partial": Histogram(), "speculative": Histogram()}
 
     def observe_decode(self, kind: str, seconds: float) -> None:
         with self._lock:

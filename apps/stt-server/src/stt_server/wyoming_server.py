@@ -29,6 +29,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
 from . import wyoming_session as w
 from .context import REFUSALS, Context, SegmentRunner, peer_address
+from .peer_errors import PeerErrors
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +126,7 @@ class WyomingConnection:
         self._closing = False
         peer = writer.get_extra_info("peername")
         self.log = log.bind(peer=str(peer[0]) if peer else "?", dialect="wyoming")
+        self.peer_errors = PeerErrors(self.log, ctx.metrics, "wyoming")
 
     async def run(self) -> None:
         idle = self.ctx.settings.idle_timeout_s
@@ -147,6 +149,7 @@ class WyomingConnection:
             if self.segment.open:
                 self.log.info("segment_abandoned", segment=self.machine.segment)
                 self.segment.cancel()
+            self.peer_errors.summary()
             with contextlib.suppress(Exception):
                 self.writer.close()
                 await self.writer.wait_closed()
@@ -207,9 +210,7 @@ class WyomingConnection:
 
     async def _send(self, event: Event) -> None:
         if Error.is_type(event.type):
-            code = str(event.data.get("code") or "error")
-            self.ctx.metrics.error(code, dialect="wyoming")
-            self.log.info("peer_error", code=code, detail=event.data.get("text"))
+            self.peer_errors(str(event.data.get("code") or "error"), event.data.get("text"))
         with contextlib.suppress(ConnectionError, RuntimeError):
             await async_write_event(event, self.writer)
 

@@ -19,6 +19,17 @@ The final need not wait for the end of the segment either. A caller that knows t
 begun (the worker's voice gate, ``pause()``) lets the engine start the final's decode then, while the
 hangover runs; ``resume()`` (speech came back) drops it. At ``finish()`` a speculative decode whose
 audio ends where speech ended is the final: only silence came after it.
+
+A pause comes from the peer, so what it may cost is bounded per segment: one speculative decode in
+flight at a time (a pause while a stale one still decodes waits for it to end), and a budget of
+``speculative_burst`` starts refilled one per ``speculative_every_s``; a pause beyond it is ignored
+(``Segment.pause`` says so, the server counts it) and that final is decoded at ``finish()`` as any
+other. A speculative decode is a guess, so it has no priority over anyone: it does not hold back other
+sessions' partials as a real final does, and it does not start while a real final is pending. Measured
+with a client sending pause/resume as fast as the frame limit allows beside one streaming normally
+(tests/server/test_fairness.py, 2 cores, tiny.en): before these bounds the normal client's median
+end -> final went from 0.87 s alone to 2.5 s beside it and its partials per utterance from 10 to 5
+(to 1 when the hostile client also asked for partials); with them, 1.13 s -> 1.07 s and 10 -> 9.
 """
 
 from __future__ import annotations
@@ -50,6 +61,10 @@ class EngineConfig:
     partial_window_s: float = 10.0
     final_workers: int = 1
     partial_workers: int = 1
+    # speculative finals per segment: this many at once, then one more per speculative_every_s; the
+    # worker's gate pauses once per stretch of trailing silence, a few times in a long utterance
+    speculative_burst: int = 3
+    speculative_every_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,15 @@ class FinalResult:
 
 
 PartialCallback = Callable[[PartialResult], Awaitable[None]]
+
+
+@dataclass
+class _Speculation:
+    """One speculative final: from ``pause()`` until its decode is over (or skipped, once stale)."""
+
+    task: asyncio.Task[Transcript | None] | None = None
+    stale: bool = False  # speech came back (resume): its result is no longer the final
+    started: bool = False  # a decode thread has begun on it (set in that thread)
 
 
 class Engine:
@@ -118,6 +142,29 @@ class Engine:
                 self._finals_pending -= 1
                 if not self._finals_pending:
                     no_finals.set()
+
+    async def _speculate(self, spec: _Speculation, fn: Callable[[], Transcript]) -> Transcript | None:
+        """A speculative final's decode, in the finals pool but with no priority (see the module doc):
+        it waits for pending real finals as partials do, and does not hold partials back itself, since
+        the pause that started it may be followed by a resume at once. A stale one still waiting, or
+        reached by a thread only once stale, is skipped: it costs no decode."""
+        loop = asyncio.get_running_loop()
+        await self._no_finals(loop).wait()
+        if spec.stale:
+            return None
+
+        def work() -> Transcript | None:
+            if spec.stale:
+                return None
+            spec.started = True
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                if self.on_decode is not None:
+                    self.on_decode("speculative", time.perf_counter() - t0)
+
+        return await loop.run_in_executor(self._finals, work)
 
     def _no_finals(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         # an asyncio.Event belongs to one loop; tests run one engine under several
@@ -169,8 +216,11 @@ class Segment:
         self._last_partial_text = ""
         self._committed_text = ""
         self._committed_samples = 0
-        self._speculative: asyncio.Task[Transcript] | None = None
+        # the latest speculative final, fresh or stale, until its decode is over: one at a time
+        self._speculation: _Speculation | None = None
         self._paused = False
+        self._spec_tokens = float(engine.config.speculative_burst)
+        self._spec_stamp = time.monotonic()
         engine.active_segments += 1
 
     # ---- input ------------------------------------------------------------------------------
@@ -207,23 +257,57 @@ class Segment:
 
     # ---- output -----------------------------------------------------------------------------
 
-    def pause(self) -> None:
-        """Trailing silence began: start decoding the final now, on the audio so far."""
-        if self._finished or self._speculative is not None:
-            return
-        audio = self.audio()
-        self._speculative = asyncio.get_running_loop().create_task(
-            self.engine._run("final", lambda: self.engine.decoder.final(audio, self.options)))
+    def pause(self) -> bool:
+        """Trailing silence began: start decoding the final now, on the audio so far. False when the
+        pause started nothing (a decode of this segment already runs, or its budget is spent)."""
+        if self._finished:
+            return True  # a hint racing the end: nothing to bound
         # silence adds nothing to a partial; leave the CPU to the final
         self._paused = True
+        spec = self._speculation
+        if spec is not None:
+            # fresh: already speculating on this silence; stale: one decode at a time, and this pause
+            # is taken up when that one is over (_speculation_over) if still paused then
+            return not spec.stale
+        return self._speculate()
+
+    def _speculate(self) -> bool:
+        cfg = self.engine.config
+        now = time.monotonic()
+        self._spec_tokens = min(float(cfg.speculative_burst),
+                                self._spec_tokens + (now - self._spec_stamp) / cfg.speculative_every_s)
+        self._spec_stamp = now
+        if self._spec_tokens < 1:
+            return False
+        self._spec_tokens -= 1
+        audio = self.audio()
+        spec = _Speculation()
+        spec.task = asyncio.get_running_loop().create_task(
+            self.engine._speculate(spec, lambda: self.engine.decoder.final(audio, self.options)))
+        spec.task.add_done_callback(lambda task: self._speculation_over(spec, task))
+        self._speculation = spec
+        return True
+
+    def _speculation_over(self, spec: _Speculation, task: asyncio.Task[Transcript | None]) -> None:
+        failed = None if task.cancelled() else task.exception()  # retrieved either way
+        if failed is not None and spec.stale:
+            log.warning("speculative_final_failed", error=str(failed))  # nobody awaits it now
+        if self._speculation is not spec or not spec.stale:
+            return  # a fresh result stays for finish()
+        self._speculation = None
+        if self._paused and not self._finished:
+            self._speculate()  # the pause that came while the stale decode ran
 
     def resume(self) -> None:
-        """Speech came back: the speculative final is stale (its thread finishes; the result is dropped)."""
+        """Speech came back: the speculative final is stale (a decode already running finishes; its
+        result is dropped)."""
         self._paused = False
-        if self._speculative is not None:
-            self._speculative.cancel()
-            self._speculative = None
-            self._new_audio.set()
+        spec = self._speculation
+        if spec is not None:
+            spec.stale = True
+            if spec.task is not None and spec.task.done():
+                self._speculation = None
+        self._new_audio.set()
 
     async def finish(self) -> FinalResult:
         """End of segment: decode the whole utterance. Never waits for a partial in flight."""
@@ -232,10 +316,17 @@ class Segment:
         self.feed(self._resampler.flush())
         self._finished = True
         audio = self.audio()
-        speculative, self._speculative = self._speculative, None
+        spec, self._speculation = self._speculation, None
+        # a fresh speculation not yet begun by a thread is no head start: it would wait behind real
+        # finals, so it gives way to a real final of its own
+        speculative = (spec.task if spec is not None and spec.task is not None and not spec.stale
+                       and (spec.started or spec.task.done()) else None)
+        if spec is not None and speculative is None:
+            spec.stale = True
         try:
             if speculative is not None:
                 result = await speculative
+                assert result is not None  # only a stale speculation skips its decode
             else:
                 decoder = self.engine.decoder
                 result = await self.engine._run("final", lambda: decoder.final(audio, self.options))
