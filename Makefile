@@ -8,7 +8,7 @@ DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-uti
 # the browser test of the live page (issue 5) uses Debian's chromium; optional for the demo
 DEB_TEST_PACKAGES := chromium systemd openssl strace
 
-.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers clean
+.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers fuzz clean
 
 setup: system-packages venv
 
@@ -35,6 +35,13 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# property-based fuzzing (Hypothesis, tests/fuzz) of every decoder and session machine with the "fuzz"
+# profile: FUZZ_EXAMPLES (600) examples a test, minutes where `make test` gives it seconds; failures are
+# kept in .hypothesis/ and replayed first next time. No atheris: PyPI has no aarch64 wheel of it.
+FUZZ_EXAMPLES ?= 600
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q --timeout=3600
 
 bench: setup
 	$(PY) -m bench.run
