@@ -8,7 +8,7 @@ DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-uti
 # the browser test of the live page (issue 5) uses Debian's chromium; optional for the demo
 DEB_TEST_PACKAGES := chromium systemd openssl strace
 
-.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers fuzz clean
+.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers soak fuzz clean
 
 setup: system-packages venv
 
@@ -52,6 +52,12 @@ bench-quick: setup
 # wyoming-faster-whisper and WhisperLive beside our server, each in its own venv under bench/.venvs/
 bench-peers: setup
 	$(PY) -m bench.run --peers
+
+# not part of `make test`: SOAK_S seconds (an hour by default) of speech and silence through server and worker,
+# the broker and the server restarted at random; exit 1 on growth or a lost final (bench/soak.py)
+SOAK_S ?= 3600
+soak: setup
+	SOAK_MAKE=1 SOAK_S=$(SOAK_S) $(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

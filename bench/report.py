@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import charts
+from . import charts, soak_report
 from .goals import Goal, evaluate, f
 
 BENCH = Path(__file__).resolve().parent
@@ -611,6 +611,9 @@ def render(
     if bench and bench.get("dialects"):
         out += ["## 7. Every dialect of stt-server (one server, one run)", "",
                 dialects_section(bench["dialects"], bench["meta"]), ""]
+    if (soak := load_json(RESULTS_DIR / "soak.json")) is not None:
+        # make soak's own run (bench/soak.py writes the section itself): carried over by every re-render
+        out += [soak_report.HEADING, "", soak_report.section(soak), ""]
     out += [
         "## Method",
         "",

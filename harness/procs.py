@@ -86,16 +86,26 @@ class Proc:
 
 
 class Mosquitto:
-    """A real broker on a free loopback port; ``restart`` keeps the port."""
+    """A real broker on a free loopback port; ``restart`` keeps the port. ``persistent``: sessions and
+    queued QoS 1 messages kept across its own restarts, as a packaged Mosquitto keeps them."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run make setup")
         self.exe = exe
         self.port = port or free_port()
         self.conf = Path(tempfile.mkdtemp(prefix="stt-mosquitto-")) / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        persistence = "persistence false\n"
+        if persistent:
+            data = self.conf.parent / "data"
+            data.mkdir()
+            # mosquitto started as root drops to the `mosquitto` user: without these it cannot save its
+            # database (mkdtemp makes 0700 folders) and the sessions are lost over a restart
+            self.conf.parent.chmod(0o755)
+            data.chmod(0o777)
+            persistence = f"persistence true\npersistence_location {data}/\nautosave_interval 1\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}")
         self.proc: Proc | None = None
         self.start()
 
