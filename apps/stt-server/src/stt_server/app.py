@@ -52,8 +52,8 @@ class Server:
         refusal = self.ctx.refusal(peer)
         if refusal is not None:
             self.ctx.metrics.error(refusal, dialect=dialect_of(ws.request))
-            if refusal == "ip_busy":
-                log.info("refused", code=refusal, peer=peer, dialect=dialect_of(ws.request))
+            # counted, not logged above debug: a client retrying in a loop must not flood the journal
+            log.debug("refused", code=refusal, peer=peer, dialect=dialect_of(ws.request))
             with contextlib.suppress(Exception):
                 await ws.send(p.encode(p.Error(code=refusal, message=REFUSALS[refusal])))
                 await ws.close(CloseCode.TRY_AGAIN.value, refusal)
