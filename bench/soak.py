@@ -68,7 +68,7 @@ RSS_BOUND_FRACTION = 0.10  # of the RSS at the start of the judged window; the l
 FD_SLACK = 2
 THREAD_SLACK = 2
 # a server life shorter than this is not judged for growth (its restarts reset it)
-SERVER_LIFE_MIN_S = 300.0
+SERVER_LIFE_MIN_S = 240.0
 # the time after a final's voiced end within which the final must match a spoken recording (the gate's
 # preroll and hangover blur the edges by well under this)
 MATCH_SLACK_S = 1.0
@@ -103,7 +103,7 @@ def schedule(rng: random.Random, seconds: float) -> list[Restart]:
     up front, so a seed gives the same run however slow the machine is."""
     out: list[Restart] = []
     warmup = seconds * WARMUP_FRACTION
-    for kind, gap in (("server", (120.0, 300.0)), ("broker", (90.0, 240.0))):
+    for kind, gap in (("server", (120.0, 480.0)), ("broker", (90.0, 240.0))):
         t = rng.uniform(0.2, 0.6) * warmup + (0.0 if kind == "server" else 0.3 * warmup)
         first = True
         while t < seconds - 20:
