@@ -292,6 +292,7 @@ class Worker:
             backend=self.machine.backend,
             active_backend=self.machine.backend if connected or self.fallback is None else self.fallback,
             backend_connected=connected, server_connected=server.connected if server else None,
+            server_url=getattr(server, "url", None),  # ws and wyoming: the one in use of their list
             listening=self.listening, muted=self.machine.muted, model=chosen.model if chosen else "?")))
 
     # ---- control: Home Assistant, <base>/<site>/set, Hermes ------------------------------------

@@ -11,6 +11,7 @@ transcript"); one that does not (wyoming-faster-whisper) gives the final only.
 The connection state shown in the worker's state (``server_connected``) comes from the utterances
 themselves and, while the server is away, from a ``describe`` probe with jittered, capped backoff.
 When an utterance's connection fails, the utterance machine replays its audio to the local engine.
+Several servers (WYOMING_URI=tcp://a:10300,tcp://b:10300): see ``WyomingBackend``.
 """
 
 from __future__ import annotations
@@ -27,24 +28,36 @@ from wyoming.error import Error
 from wyoming.info import Describe, Info
 
 from .backend import BackendName, ConnectionChanged, Emit, FinalText, PartialText, StreamFailed
+from .probe import probe_delay
 from .settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
 RATE, WIDTH, CHANNELS = 16_000, 2, 1
+# on a less preferred server, the preferred ones are probed this often (at most; RECONNECT_MAX_S if lower)
+PROBE_MAX_S = 10.0
 _STOP = b""  # the queue's marker for audio-stop
 
 
 class WyomingBackend:
+    """WYOMING_URI may list several servers, most preferred first. Each utterance connects to the one
+    in use, and at once to the next in the list when that one does not take the connection (its audio
+    waits in the stream's queue meanwhile); a server that fails an utterance after taking it sends
+    that utterance to the fallback, as with one server. While the one in use is not the first, a
+    ``describe`` probe of the preferred ones brings the worker back to the first that answers (an
+    utterance already connected keeps its server: switching is between utterances by nature)."""
+
     name: BackendName = "wyoming"
 
     def __init__(self, settings: WorkerSettings, emit: Emit) -> None:
         self.settings = settings
-        self.uri = settings.wyoming_uri
+        self.uris = settings.wyoming_uris
+        self._index = 0  # the server in use (or the preferred one, while none answers)
         self._emit = emit
         self._connected = False
         self._model = "?"
         self.backoff = Backoff(initial=0.5, cap=settings.reconnect_max_s)
+        self._probe_s = min(PROBE_MAX_S, settings.reconnect_max_s)
         self._probe: asyncio.Task[None] | None = None
         self._streams: set[WyomingStream] = set()
 
@@ -56,15 +69,34 @@ class WyomingBackend:
     def connected(self) -> bool:
         return self._connected
 
-    def client(self) -> AsyncClient:
+    @property
+    def uri(self) -> str:
+        return self.uris[self._index]
+
+    @property
+    def url(self) -> str:
+        """The server in use, as the retained state shows it."""
+        return self.uri
+
+    def client(self, index: int | None = None) -> AsyncClient:
         s = self.settings
-        return AsyncClient.from_uri(self.uri, connect_timeout=s.ws_connect_timeout_s)
+        uri = self.uris[self._index if index is None else index]
+        return AsyncClient.from_uri(uri, connect_timeout=s.ws_connect_timeout_s)
+
+    def order(self) -> list[int]:
+        """The servers an utterance tries, in turn: the one in use, then the rest of the list after
+        it, then the ones before it (the probe, not every utterance, finds those back)."""
+        n = len(self.uris)
+        return [(self._index + k) % n for k in range(n)]
 
     async def start(self) -> None:
-        """One ``describe`` to learn the server and its model; an unreachable server is not an error
-        (utterances fall back, and the probe keeps looking)."""
-        if not await self._describe():
-            self._watch()
+        """One ``describe`` per server in order, until one answers: the server and its model. None
+        answering is not an error (utterances fall back, and the probe keeps looking)."""
+        for index in range(len(self.uris)):
+            if await self._describe(index):
+                self.use(index)
+                break
+        self._watch()
 
     async def stop(self) -> None:
         if self._probe is not None:
@@ -79,17 +111,16 @@ class WyomingBackend:
 
     # ---- the server's state -----------------------------------------------------------------
 
-    async def _describe(self) -> bool:
+    async def _describe(self, index: int) -> bool:
         try:
-            async with asyncio.timeout(self.settings.ws_connect_timeout_s + 2), self.client() as c:
+            async with asyncio.timeout(self.settings.ws_connect_timeout_s + 2), self.client(index) as c:
                 await c.write_event(Describe().event())
                 while (event := await c.read_event()) is not None:
                     if Info.is_type(event.type):
                         self._learned(Info.from_event(event))
-                        self.up()
                         return True
         except (OSError, TimeoutError, ValueError, KeyError) as exc:
-            log.warning("server_unreachable", uri=self.uri, error=str(exc) or type(exc).__name__)
+            log.warning("server_unreachable", uri=self.uris[index], error=str(exc) or type(exc).__name__)
         return False
 
     def _learned(self, info: Info) -> None:
@@ -98,12 +129,39 @@ class WyomingBackend:
         if models and models[0].name != self._model:
             self._model = models[0].name
 
-    def up(self) -> None:
+    def use(self, index: int) -> None:
+        """Server ``index`` answered: it is the one in use from the next utterance on."""
         self.backoff.reset()
-        if not self._connected:
-            self._connected = True
-            log.info("server_connected", uri=self.uri, model=self._model)
-            self._emit(ConnectionChanged("wyoming", True))
+        if index != self._index or not self._connected:
+            moved = self._connected and index != self._index
+            self._index, self._connected = index, True
+            log.info("server_switch" if moved else "server_connected", uri=self.uri, model=self._model,
+                     preference=index + 1, servers=len(self.uris))
+            self._emit(ConnectionChanged("wyoming", True))  # the state names the server
+        if index > 0:
+            self._watch()
+
+    def answered(self, index: int) -> None:
+        """An utterance's transcript came from server ``index``: it is up (an utterance that began
+        before a switch does not switch the worker back)."""
+        if index == self._index or not self._connected:
+            self.use(index)
+
+    async def connect_first(self) -> tuple[AsyncClient, int]:
+        """A connection to the first server in ``order`` that takes one, and which it is."""
+        why = "no server"
+        for index in self.order():
+            client = self.client(index)
+            try:
+                await client.connect()
+            except (OSError, TimeoutError) as exc:
+                why = str(exc) or type(exc).__name__
+                log.warning("server_unreachable", uri=self.uris[index], error=why)
+                continue
+            if index != self._index or not self._connected:
+                self.use(index)
+            return client, index
+        raise ConnectionError(f"no server of WYOMING_URI took the connection (last: {why})")
 
     def down(self, why: str) -> None:
         if self._connected:
@@ -114,13 +172,21 @@ class WyomingBackend:
 
     def _watch(self) -> None:
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_first())
 
-    async def _probe_until_up(self) -> None:
-        while not self._connected:
-            await asyncio.sleep(self.backoff.next_delay())
-            if not self._connected:
-                await self._describe()
+    async def _probe_until_first(self) -> None:
+        """While no server answers: rounds of the whole list with backoff between them. While a less
+        preferred one is in use: the ones before it, every few seconds. Ends on the first server."""
+        while not (self._connected and self._index == 0):
+            if self._connected:
+                await asyncio.sleep(probe_delay(self._probe_s))
+            else:
+                await asyncio.sleep(self.backoff.next_delay())
+            candidates = range(self._index if self._connected else len(self.uris))
+            for index in candidates:
+                if await self._describe(index):
+                    self.use(index)
+                    break
 
 
 class WyomingStream:
@@ -132,6 +198,7 @@ class WyomingStream:
         self.options = options
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._cancelled = False
+        self._server = backend._index  # which of WYOMING_URI's servers took it (set on connecting)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def feed(self, pcm16: bytes) -> None:
@@ -155,7 +222,8 @@ class WyomingStream:
     async def _run(self) -> None:
         b = self.backend
         try:
-            async with b.client() as client:
+            client, self._server = await b.connect_first()
+            try:
                 await client.write_event(Transcribe(language=self.options.language,
                                                     transcript_terms=_terms(self.options)).event())
                 await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
@@ -166,6 +234,8 @@ class WyomingStream:
                 finally:
                     reader.cancel()
                     await asyncio.gather(reader, return_exceptions=True)
+            finally:
+                await client.disconnect()
         except asyncio.CancelledError:
             if not self._cancelled:
                 raise
@@ -198,7 +268,7 @@ class WyomingStream:
                     self.backend._emit(PartialText(self.id, "wyoming", heard.strip(), 0))
             elif Transcript.is_type(event.type):
                 t = Transcript.from_event(event)
-                self.backend.up()
+                self.backend.answered(self._server)
                 if not self._cancelled:
                     self.backend._emit(FinalText(self.id, "wyoming", t.text.strip(), _confidence(event.data),
                                                  t.language or self.options.language, self.backend.model))

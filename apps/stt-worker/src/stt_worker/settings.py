@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from stt_core.errors import ConfigError
 from stt_core.options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS, SpeechOptions, Task
 from stt_core.settings import CommonSettings
@@ -16,6 +17,12 @@ from stt_core.vad import FRAME_MS_ALLOWED, VadConfig
 
 from .backend import BackendName
 from .topics import Topics
+
+# WS_URL's and WYOMING_URI's entries: what each must look like, and how the error says it
+_SERVER_FORMS = {
+    "ws_url": (re.compile(r"wss?://[^\s/?#,]+(/[^\s,]*)?"), "a ws:// or wss:// URL"),
+    "wyoming_uri": (re.compile(r"tcp://[^\s/:,]+:\d{1,5}"), "tcp://host:port"),
+}
 
 
 def _default_site_id() -> str:
@@ -28,12 +35,15 @@ class WorkerSettings(CommonSettings):
     # ---- backends
     stt_backend: BackendName = "local"
     stt_fallback: Literal["local", "none"] = "local"
-    ws_url: str = Field(default="ws://localhost:9000/stt", pattern=r"^wss?://")
+    # one server, or several comma-separated in order of preference: the first healthy one is used
+    # (backend_ws.py), and the worker goes back to a preferred one when it is healthy again
+    ws_url: str = "ws://localhost:9000/stt"
     ws_token: SecretStr | None = None
     # a wss:// server's certificate is verified against the system's trust store, or this CA (PEM)
     ws_ca_file: Path | None = None
     # STT_BACKEND=wyoming: a Wyoming speech-to-text server (stt-server's listener, wyoming-faster-whisper)
-    wyoming_uri: str = Field(default="tcp://localhost:10300", pattern=r"^tcp://[^\s/:]+:\d{1,5}$")
+    # several comma-separated too, in order of preference: each utterance goes to the first reachable one
+    wyoming_uri: str = "tcp://localhost:10300"
     # a server (ws or wyoming) that has not sent the final this long after the end of an utterance is
     # treated as down for this utterance
     ws_final_timeout_s: float = Field(default=5.0, gt=0, le=120)
@@ -84,6 +94,18 @@ class WorkerSettings(CommonSettings):
     # ---- shutdown
     shutdown_timeout_s: float = Field(default=4.0, gt=0, le=60)
 
+    @field_validator("ws_url", "wyoming_uri")
+    @classmethod
+    def _server_list(cls, v: str, info: ValidationInfo) -> str:
+        pattern, form = _SERVER_FORMS[info.field_name or ""]
+        entries = [e.strip() for e in v.split(",")]
+        for entry in entries:
+            if not pattern.fullmatch(entry):
+                raise ValueError(f"{entry!r} is not {form} (several: comma-separated, most preferred first)")
+        if len(set(entries)) != len(entries):
+            raise ValueError("names the same server twice")
+        return ",".join(entries)
+
     @field_validator("vad_frame_ms")
     @classmethod
     def _frame(cls, v: int) -> int:
@@ -123,9 +145,19 @@ class WorkerSettings(CommonSettings):
         return v
 
     @property
+    def ws_urls(self) -> list[str]:
+        """WS_URL's servers, most preferred first."""
+        return self.ws_url.split(",")
+
+    @property
+    def wyoming_uris(self) -> list[str]:
+        """WYOMING_URI's servers, most preferred first."""
+        return self.wyoming_uri.split(",")
+
+    @property
     def ws_tls(self) -> ssl.SSLContext | None:
-        """How a wss:// WS_URL's server is verified; None for ws:// (no TLS)."""
-        return client_context(self.ws_ca_file) if self.ws_url.startswith("wss://") else None
+        """How WS_URL's wss:// servers are verified (one context for all); None when none is wss://."""
+        return client_context(self.ws_ca_file) if any(u.startswith("wss://") for u in self.ws_urls) else None
 
     def vad_config(self) -> VadConfig:
         return VadConfig(frame_ms=self.vad_frame_ms, aggressiveness=self.vad_aggressiveness,
