@@ -18,8 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from harness.procs import Mosquitto
 from tests.worker import helpers as h
-from tests.worker.test_resilience import SPEED, PersistentMosquitto, sentence
+from tests.worker.test_resilience import SPEED, sentence
 
 CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0004", "LJ001-0011", "LJ001-0006"]
 
@@ -33,11 +34,11 @@ def spoken(w: h.Proc) -> list[str]:
     return [e["utterance_id"] for e in h.events(w, "utterance")]
 
 
-def env(broker: PersistentMosquitto, state: Path, **extra: str) -> dict[str, str]:
+def env(broker: Mosquitto, state: Path, **extra: str) -> dict[str, str]:
     return h.worker_env(broker.port, "-", STATE_DIRECTORY=str(state), **extra)
 
 
-def collector(broker: PersistentMosquitto) -> h.Collector:
+def collector(broker: Mosquitto) -> h.Collector:
     return h.Collector(broker.port, client_id=f"collector-{time.monotonic_ns()}", persistent=True)
 
 
@@ -45,7 +46,7 @@ def test_kill_9_with_finals_queued_then_restart_delivers_every_one_in_order(tmp_
     """The broker is away; three sentences are heard and their finals queued; the worker is killed
     with SIGKILL (no shutdown, nothing flushed); the broker comes back and the worker is started again
     on the same state directory: all three finals arrive, once each, in the order spoken."""
-    broker = PersistentMosquitto()
+    broker = Mosquitto(persistent=True)
     col = collector(broker)
     broker.stop()
     w = h.start_worker(env(broker, tmp_path), stdin=subprocess.PIPE)
@@ -82,7 +83,7 @@ def test_an_outage_longer_than_the_bound_drops_the_oldest_counts_them_and_delive
     """MQTT_QUEUE_MAX_MB holds about two utterances; five are spoken while the broker is away. When it
     comes back the newest are delivered in order, the oldest were dropped, and the retained
     diagnostics topic counts exactly the ones that were dropped."""
-    broker = PersistentMosquitto()
+    broker = Mosquitto(persistent=True)
     col = collector(broker)
     broker.stop()
     w = h.start_worker(env(broker, tmp_path, MQTT_QUEUE_MAX_MB="0.002"), stdin=subprocess.PIPE)
@@ -113,7 +114,7 @@ def test_broker_blips_during_a_long_run_give_no_duplicates_and_no_gaps(tmp_path:
     """Ten sentences spoken continuously while the broker is stopped and started again three times, at
     moments that fall in and between utterances: every final arrives exactly once, in order."""
     rng = random.Random(12)
-    broker = PersistentMosquitto()
+    broker = Mosquitto(persistent=True)
     col = collector(broker)
     clips = CLIPS * 2
     w = h.start_worker(env(broker, tmp_path), stdin=subprocess.PIPE)
@@ -144,7 +145,7 @@ def test_the_restart_drill_never_loses_the_final_made_just_before_the_reconnect(
     runs = int(os.environ.get("DRILL_RUNS", "2"))
     rng = random.Random(7)
     for run in range(runs):
-        broker = PersistentMosquitto()
+        broker = Mosquitto(persistent=True)
         col = collector(broker)
         state = tmp_path / f"run{run}"
         w = h.start_worker(env(broker, state), stdin=subprocess.PIPE)
@@ -167,7 +168,7 @@ def test_the_restart_drill_never_loses_the_final_made_just_before_the_reconnect(
 def test_sentence_heard_during_shutdown_with_the_broker_away_is_kept_for_the_next_run(tmp_path: Path) -> None:
     """SIGTERM while the broker is away: the final cannot be delivered within SHUTDOWN_TIMEOUT_S, the
     worker says so and exits; the next start delivers it."""
-    broker = PersistentMosquitto()
+    broker = Mosquitto(persistent=True)
     col = collector(broker)
     broker.stop()
     w = h.start_worker(env(broker, tmp_path, SHUTDOWN_TIMEOUT_S="2"), stdin=subprocess.PIPE)

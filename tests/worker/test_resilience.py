@@ -150,31 +150,13 @@ def test_a_stalled_server_gets_each_sentence_as_its_own_segment(broker: Mosquitt
         assert clip_wer(clip, f["text"]) <= 0.25, (clip, f["text"])
 
 
-class PersistentMosquitto(Mosquitto):
-    """A broker that keeps sessions across its own restart (persistence on), like a packaged Mosquitto:
-    a subscriber with a persistent session then misses nothing published while it reconnects, so the
-    test sees every message the worker got acknowledged."""
-
-    def start(self) -> None:
-        data = self.conf.parent / "data"
-        data.mkdir(exist_ok=True)
-        # mosquitto started as root drops to the `mosquitto` user: without these it cannot save its
-        # database (mkdtemp makes 0700 folders), the sessions are lost over the restart, and the
-        # test's subscriber misses whatever the worker delivers before it has reconnected
-        self.conf.parent.chmod(0o755)
-        data.chmod(0o777)
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {data}/\nautosave_interval 1\n")
-        super().start()
-
-
 def test_broker_restart_loses_no_final_and_keeps_the_order():
     """The broker is stopped right after sentence 1's final; sentences 2 and 3 are spoken and decoded
     while it is away; it comes back on the same port; sentence 4 follows. Every final reaches the
     broker exactly in the order spoken (duplicates, which QoS 1 allows, aside), with the right text,
     and the availability topic is `online` again after the reconnection."""
     clips = ["LJ001-0002", "LJ001-0008", "LJ001-0004", "LJ001-0011"]
-    broker = PersistentMosquitto()
+    broker = Mosquitto(persistent=True)
     col = h.Collector(broker.port, client_id=f"collector-{time.monotonic_ns()}", persistent=True)
     w = h.start_worker(h.worker_env(broker.port, "-"), stdin=subprocess.PIPE)
     try:
