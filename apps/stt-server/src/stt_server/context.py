@@ -61,6 +61,9 @@ class Context:
         self.info = info
         self.metrics = Metrics()
         engine.on_decode = self.metrics.observe_decode
+        batcher = getattr(engine.decoder, "batcher", None)  # FINAL_BATCH: the finals' encoder batches
+        if batcher is not None:
+            batcher.on_batch = self.metrics.observe_final_batch
         self.transcripts = Transcripts(settings, self.metrics)
         self.sessions: set[Session] = set()
         # the open sessions of each client address, for MAX_SESSIONS_PER_IP
@@ -108,8 +111,13 @@ class Context:
         return {"ok": ok, "status": "ok" if ok else "stopping"}
 
     def health_fields(self) -> dict[str, Any]:
-        return {"ok": not self.stopping.is_set(), "model": self.info.model, "device": self.info.device,
-                "compute_type": self.info.compute_type, "active_sessions": len(self.sessions)}
+        """``model`` is the finals' model; ``draft_model`` the partials' one (DRAFT_MODEL), present
+        only when there is one."""
+        fields: dict[str, Any] = {"ok": not self.stopping.is_set(), "model": self.info.model}
+        if self.info.draft_model is not None:
+            fields["draft_model"] = self.info.draft_model
+        return {**fields, "device": self.info.device, "compute_type": self.info.compute_type,
+                "active_sessions": len(self.sessions)}
 
     def health(self) -> dict[str, object]:
         return {**self.health_fields(), "version": __version__, "protocol": p.PROTOCOL_VERSION,

@@ -41,10 +41,19 @@ class Metrics:
         self.errors: Counter[tuple[str, str]] = Counter()  # (dialect, code)
         # speculative: a final's decode begun at a pause, before the end (it may come to nothing)
         self.decode = {"final": Histogram(), "partial": Histogram(), "speculative": Histogram()}
+        # decodes by kind and model: with DRAFT_MODEL, partials are the draft's and finals the other's
+        self.decodes: Counter[tuple[str, str]] = Counter()
+        # finals' encoder passes (FINAL_BATCH) by how many finals each served
+        self.final_batches: Counter[int] = Counter()
 
-    def observe_decode(self, kind: str, seconds: float) -> None:
+    def observe_decode(self, kind: str, seconds: float, model: str = "") -> None:
         with self._lock:
             self.decode[kind].observe(seconds)
+            self.decodes[(kind, model)] += 1
+
+    def observe_final_batch(self, size: int) -> None:
+        with self._lock:
+            self.final_batches[size] += 1
 
     def count(self, name: str, by: float = 1, *, dialect: str) -> None:
         with self._lock:
@@ -82,7 +91,20 @@ class Metrics:
                 lines.append(f'stt_decode_seconds_bucket{{kind="{kind}",le="+Inf"}} {h.n}')
                 lines.append(f'stt_decode_seconds_sum{{kind="{kind}"}} {h.total:.6f}')
                 lines.append(f'stt_decode_seconds_count{{kind="{kind}"}} {h.n}')
+            lines += ["# HELP stt_decodes_total Decodes by kind and by the model that made them.",
+                      "# TYPE stt_decodes_total counter"]
+            lines += [f'stt_decodes_total{{kind="{kind}",model="{_label(model)}"}} {n}'
+                      for (kind, model), n in sorted(self.decodes.items())]
+            lines += ["# HELP stt_final_encoder_batches_total Encoder passes of finals (FINAL_BATCH), by "
+                      "how many finals each served.", "# TYPE stt_final_encoder_batches_total counter"]
+            lines += [f'stt_final_encoder_batches_total{{size="{size}"}} {n}'
+                      for size, n in sorted(self.final_batches.items())]
         return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

@@ -42,6 +42,14 @@ class ServerSettings(CommonSettings):
     # 0: auto (one single-threaded final decode per core on the CPU, one on a GPU)
     final_workers: int = Field(default=0, ge=0, le=64, description="decodes of finals at once")
     partial_workers: int = Field(default=1, ge=1, le=64, description="decodes of partials at once")
+    # seed 003's hybrid: partials from this (light) model, finals from WHISPER_MODEL; resolved as
+    # WHISPER_MODEL is (a directory, a model name, or "embedded"); unset: WHISPER_MODEL does both
+    draft_model: str | None = Field(default=None, max_length=4096)
+    # finals of several sessions through the encoder as one batch: auto = on CUDA only (on a CPU it
+    # buys nothing: bench/RESULTS.md, section 6); a final waits up to the window for others to join
+    final_batch: Literal["auto", "on", "off"] = "auto"
+    final_batch_window_ms: float = Field(default=5.0, ge=0, le=100)
+    final_batch_max: int = Field(default=4, ge=2, le=64)
     # ---- Wyoming (Home Assistant Assist) beside /stt, on HOST. Unset: 10300 when it is free (a
     # warning when it is not); a number: that port or exit 78; 0: off
     wyoming_port: int | None = Field(default=None, ge=0, le=65535)

@@ -40,7 +40,7 @@ def machine(ctx: Context, dialect: Dialect, request: Request | None) -> WsSessio
                            limits=limits(ctx), vad=st.vad_config())
     if dialect == "hybrid":
         return HybridSession(languages=ctx.languages, limits=limits(ctx), vad=st.vad_config())
-    return s.SessionMachine(limits=limits(ctx), model=ctx.info.model,
+    return s.SessionMachine(limits=limits(ctx), model=ctx.info.model, draft_model=ctx.info.draft_model,
                             partial_interval_ms=st.partial_interval_ms, languages=ctx.languages)
 
 

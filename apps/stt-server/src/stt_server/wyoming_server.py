@@ -97,8 +97,11 @@ class _BoundedReader:
 
 
 def build_info(ctx: Context) -> Info:
-    """What ``describe`` answers: one ASR program, the model loaded, its real languages."""
-    model = AsrModel(name=ctx.info.model, description=f"Whisper {ctx.info.model} on {ctx.info.device}",
+    """What ``describe`` answers: one ASR program, the model loaded, its real languages. With a draft
+    model its name is in the description: the transcript chunks (partials) come from it, the transcript
+    from ``name``; listed as a model of its own it would look like one a client could choose."""
+    draft = f"; partials by Whisper {ctx.info.draft_model}" if ctx.info.draft_model else ""
+    model = AsrModel(name=ctx.info.model, description=f"Whisper {ctx.info.model} on {ctx.info.device}{draft}",
                      attribution=Attribution(name="OpenAI Whisper, faster-whisper (SYSTRAN)",
                                              url="https://github.com/SYSTRAN/faster-whisper"),
                      installed=True, languages=list(ctx.languages), version=faster_whisper.__version__)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from .audio import TARGET_RATE, Float32Array
+from .final_batch import EncoderBatcher
 from .options import SpeechOptions, model_languages
 
 
@@ -109,11 +111,17 @@ class WhisperDecoder:
     Partials are greedy and single-temperature: they are replaced within ``PARTIAL_INTERVAL_MS`` anyway.
     Whisper invents text ("you", "Thank you.") on silence and noise, so audio in which Silero VAD (shipped
     inside faster-whisper, no download) finds no speech is answered with an empty transcript, undecoded.
+    With a ``batcher`` (``FINAL_BATCH``), the encoder calls of finals go through it: finals of several
+    sessions that reach the encoder together share one pass (``final_batch``); partials never do.
     """
 
     def __init__(self, model: Any, model_name: str, *, beam_size: int = 5,
-                 fast_partial_max_s: float = 10.0, final_context_s: float = FULL_CONTEXT_S) -> None:
+                 fast_partial_max_s: float = 10.0, final_context_s: float = FULL_CONTEXT_S,
+                 batcher: EncoderBatcher | None = None) -> None:
         self.model = model
+        self.batcher = batcher
+        if batcher is not None:
+            batcher.install(model)
         self.model_name = model_name
         self.beam_size = beam_size
         # below FULL_CONTEXT_S, finals that fit are decoded on a shorter encoder context (see final())
@@ -148,6 +156,10 @@ class WhisperDecoder:
     def final(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         if not self.has_speech(audio):
             return EMPTY
+        with self.batcher.joining() if self.batcher is not None else nullcontext():
+            return self._final(audio, options)
+
+    def _final(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         duration = audio.size / TARGET_RATE
         if (self.final_context_s < FULL_CONTEXT_S and duration + MIN_SILENCE_S <= FULL_CONTEXT_S
                 and (options.language or not self.multilingual)):

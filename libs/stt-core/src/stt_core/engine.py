@@ -15,6 +15,12 @@ as a file would be: streaming itself costs it nothing. How it is decoded is the 
 model a 15 s encoder context, checked as faster-whisper checks its own and decoded offline when a check
 fails (``decoder.WhisperDecoder``).
 
+With a draft model (``DRAFT_MODEL``, seed 003's hybrid) the engine holds two decoders: ``draft``
+decodes partials, ``decoder`` everything that becomes a final (the final at ``finish()``, the
+speculative final begun at ``pause()``, ``transcribe``). A partial's text, committed prefix included,
+only ever reaches ``on_partial``: no final is made from it. A session whose options the draft cannot
+serve (a language or task an English-only draft lacks) gets its partials from the final model.
+
 The final need not wait for the end of the segment either. A caller that knows trailing silence has
 begun (the worker's voice gate, ``pause()``) lets the engine start the final's decode then, while the
 hangover runs; ``resume()`` (speech came back) drops it. At ``finish()`` a speculative decode whose
@@ -97,14 +103,16 @@ class _Speculation:
 
 
 class Engine:
-    def __init__(self, decoder: Decoder, config: EngineConfig | None = None) -> None:
-        self.decoder = decoder
+    def __init__(self, decoder: Decoder, config: EngineConfig | None = None, *,
+                 draft: Decoder | None = None) -> None:
+        self.decoder = decoder  # finals
+        self.draft = draft or decoder  # partials
         self.config = config or EngineConfig()
         self._finals = ThreadPoolExecutor(self.config.final_workers, thread_name_prefix="final")
         self._partials = ThreadPoolExecutor(self.config.partial_workers, thread_name_prefix="partial")
         self.active_segments = 0
-        # told the kind and wall time of every decode (the server's /metrics)
-        self.on_decode: Callable[[str, float], None] | None = None
+        # told the kind, wall time and model of every decode (the server's /metrics)
+        self.on_decode: Callable[[str, float, str], None] | None = None
         self._finals_pending = 0
         self._no_finals_event: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -112,6 +120,22 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.decoder.model_name
+
+    @property
+    def draft_model_name(self) -> str | None:
+        """The partials' own model, or None when the final model decodes them too."""
+        return self.draft.model_name if self.draft is not self.decoder else None
+
+    def partial_decoder(self, options: SpeechOptions) -> Decoder:
+        """The draft, when it can do what the session asked (its language, or detection, and its
+        task); otherwise the final model, so that a partial is never in a language nobody asked for."""
+        draft = self.draft
+        if draft is self.decoder:
+            return draft
+        multilingual = len(draft.languages) > 1
+        if options.language is None or options.task != "transcribe":
+            return draft if multilingual else self.decoder
+        return draft if options.language in draft.languages else self.decoder
 
     def open_segment(self, *, sample_rate: int = TARGET_RATE, options: SpeechOptions = DEFAULT_OPTIONS,
                      on_partial: PartialCallback | None = None) -> Segment:
@@ -123,7 +147,7 @@ class Engine:
         seg.feed(audio)
         return await seg.finish()
 
-    async def _run(self, kind: str, fn: Callable[[], Transcript]) -> Transcript:
+    async def _run(self, kind: str, fn: Callable[[], Transcript], model: str | None = None) -> Transcript:
         pool = self._finals if kind == "final" else self._partials
         loop = asyncio.get_running_loop()
         no_finals = self._no_finals(loop)
@@ -136,7 +160,7 @@ class Engine:
             # running; under load partial cadence degrades, final latency does not.
             await no_finals.wait()
         try:
-            return await self._run_in(pool, kind, fn, loop)
+            return await self._run_in(pool, kind, fn, loop, model or self.decoder.model_name)
         finally:
             if kind == "final":
                 self._finals_pending -= 1
@@ -162,7 +186,7 @@ class Engine:
                 return fn()
             finally:
                 if self.on_decode is not None:
-                    self.on_decode("speculative", time.perf_counter() - t0)
+                    self.on_decode("speculative", time.perf_counter() - t0, self.decoder.model_name)
 
         return await loop.run_in_executor(self._finals, work)
 
@@ -178,7 +202,7 @@ class Engine:
         return self._no_finals_event
 
     async def _run_in(self, pool: ThreadPoolExecutor, kind: str, fn: Callable[[], Transcript],
-                      loop: asyncio.AbstractEventLoop) -> Transcript:
+                      loop: asyncio.AbstractEventLoop, model: str) -> Transcript:
 
         def timed() -> Transcript:
             t0 = time.perf_counter()
@@ -186,7 +210,7 @@ class Engine:
                 return fn()
             finally:
                 if self.on_decode is not None:
-                    self.on_decode(kind, time.perf_counter() - t0)
+                    self.on_decode(kind, time.perf_counter() - t0, model)
 
         return await loop.run_in_executor(pool, timed)
 
@@ -210,6 +234,8 @@ class Segment:
         self._samples = 0
         self._audio_cache: Float32Array | None = None
         self._on_partial = on_partial
+        # the draft model, where there is one that can do this session's options
+        self._partial_decoder = engine.partial_decoder(options)
         self._partial_task: asyncio.Task[None] | None = None
         self._new_audio = asyncio.Event()
         self._finished = False
@@ -391,9 +417,10 @@ class Segment:
             audio = self.audio()
             snapshot["end"] = audio.size
             snapshot["start"] = self._committed_samples
-            return self.engine.decoder.partial(audio[self._committed_samples:], self.options)
+            return decoder.partial(audio[self._committed_samples:], self.options)
 
-        result = await self.engine._run("partial", work)
+        decoder = self._partial_decoder
+        result = await self.engine._run("partial", work, decoder.model_name)
         if self._finished:
             return None
         self._maybe_commit(result, snapshot["start"], snapshot["end"])

