@@ -34,13 +34,20 @@ class LocalBackend:
         self.emit = emit
         self.engine: Engine | None = None
         self._model = settings.whisper_model or EMBEDDED_NAME
+        self._draft_model: str | None = settings.draft_model
         self._loading: asyncio.Task[Engine] | None = None
         # the decodes under way, kept so that none is collected before it reports
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def model(self) -> str:
+        """The finals' model: the one every final names."""
         return self._model
+
+    @property
+    def draft_model(self) -> str | None:
+        """The partials' model (DRAFT_MODEL), or None when ``model`` decodes them too."""
+        return self._draft_model
 
     @property
     def connected(self) -> bool:
@@ -63,9 +70,11 @@ class LocalBackend:
         engine, info = await asyncio.to_thread(
             build_engine, whisper_model=s.whisper_model, device=s.device, compute_type=s.compute_type,
             cpu_threads=s.cpu_threads, partial_interval_ms=s.partial_interval_ms,
-            final_context_s=s.final_context_s)
+            final_context_s=s.final_context_s, draft_model=s.draft_model)
         _check(s.speech_options(), engine.decoder.languages)
-        self.engine, self._model = engine, info.model
+        self.engine, self._model, self._draft_model = engine, info.model, info.draft_model
+        log.info("local_models", model=info.model, draft_model=info.draft_model,
+                 partials_by=engine.partial_decoder(s.speech_options()).model_name)
         return engine
 
     async def stop(self) -> None:

@@ -57,6 +57,9 @@ class WorkerSettings(CommonSettings):
     # a vocabulary bias for every utterance: room, device and people names
     whisper_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     whisper_hotwords: str | None = Field(default=None, max_length=MAX_HOTWORDS_CHARS)
+    # STT_BACKEND=local: partials from this (light) model, finals from WHISPER_MODEL (seed 003's
+    # hybrid); a directory, a model name or "embedded"; unset: WHISPER_MODEL does both
+    draft_model: str | None = Field(default=None, max_length=4096)
     # ---- audio
     audio_source: str = "mic"
     audio_device: str | None = None
