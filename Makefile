@@ -8,8 +8,10 @@ DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-uti
 # the browser test of the live page (issue 5) uses Debian's chromium, tests/deploy/test_haproxy.py Debian's
 # haproxy (the package enables its unit, on a default config that listens nowhere); optional for the demo
 DEB_TEST_PACKAGES := chromium systemd openssl strace haproxy
+# `make check-arm64` only: an arm64 Debian root run under qemu-user through binfmt_misc
+DEB_ARM64_PACKAGES := debootstrap qemu-user-static binfmt-support
 
-.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers soak fuzz clean
+.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers soak fuzz check-arm64 clean
 
 setup: system-packages venv
 
@@ -59,6 +61,13 @@ bench-peers: setup
 SOAK_S ?= 3600
 soak: setup
 	SOAK_MAKE=1 SOAK_S=$(SOAK_S) $(PY) -m bench.soak
+
+# not part of `make test`: the worker from a wheel of this tree transcribes the demo recording in a Debian arm64
+# root under qemu (cached in .cache/arm64/; the first run takes 20-40 minutes, a rerun reinstalls the wheel);
+# writes the arm64 section of bench/RESULTS.md (bench/arm64.py). Needs root or sudo (debootstrap, mount, chroot).
+check-arm64: setup
+	@bash scripts/install-system-packages.sh $(DEB_ARM64_PACKAGES)
+	ARM64_MAKE=1 $(PY) -m bench.arm64
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

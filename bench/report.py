@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import charts, soak_report
+from . import arm64_report, charts, soak_report
 from .goals import Goal, evaluate, f
 
 BENCH = Path(__file__).resolve().parent
@@ -614,6 +614,9 @@ def render(
     if (soak := load_json(RESULTS_DIR / "soak.json")) is not None:
         # make soak's own run (bench/soak.py writes the section itself): carried over by every re-render
         out += [soak_report.HEADING, "", soak_report.section(soak), ""]
+    if (arm64 := load_json(RESULTS_DIR / "arm64.json")) is not None:
+        # make check-arm64's own run (bench/arm64.py writes the section itself), carried over the same way
+        out += [arm64_report.HEADING, "", arm64_report.section(arm64), ""]
     out += [
         "## Method",
         "",
