@@ -49,7 +49,7 @@ def make_source(settings: WorkerSettings) -> Source:
     if settings.audio_source == "mic":
         from .mic import MicSource
 
-        return MicSource(settings.audio_device, frame_ms)
+        return MicSource(settings.audio_device, frame_ms, block_ms=settings.audio_block_ms)
     return WavSource(Path(settings.audio_source), frame_ms, realtime=settings.audio_realtime)
 
 

@@ -87,9 +87,13 @@ GAP = b""
 
 
 class MicSource:
-    def __init__(self, device: str | None, frame_ms: int) -> None:
+    def __init__(self, device: str | None, frame_ms: int, *, block_ms: int | None = None) -> None:
         self.spec = device
         self.frame_ms = frame_ms
+        # what PortAudio hands over per callback (AUDIO_BLOCK_MS): the idle worker's cost is per block (two
+        # thread wake-ups, a callback into Python, the loop's turn), so a longer block costs less, at up
+        # to one block's delay on an onset; unset here: one gate frame per block
+        self.block_ms = block_ms or frame_ms
         self.device = find_device(device)  # a missing device is a configuration error at start
         self.describe = f"mic:{device or 'default'}"
         # capped low: a re-plugged microphone should be heard again within seconds
@@ -132,7 +136,10 @@ class MicSource:
         rate = pick_rate(self.device)
         conv = Converter(rate, 1, self.frame_ms)
 
+        heard = [loop.time()]  # when the last block arrived
+
         def put(item: bytes | Exception) -> None:
+            heard[0] = loop.time()
             if queue.full():  # the loop fell behind: drop the oldest rather than block PortAudio's thread
                 queue.get_nowait()
             queue.put_nowait(item)
@@ -145,20 +152,33 @@ class MicSource:
         def finished() -> None:
             loop.call_soon_threadsafe(put, RuntimeError("stream stopped"))
 
+        # the stall is checked by one timer a few times per STALL_S, not by a timeout around every block's
+        # wait: the idle worker's cost is per block, and this is one timer less per block
+        stall: asyncio.TimerHandle | None = None
+
+        def check_stall() -> None:
+            nonlocal stall
+            if loop.time() - heard[0] > STALL_S:
+                put(RuntimeError(f"no audio from the device for {STALL_S} s"))
+            else:
+                stall = loop.call_later(STALL_S / 4, check_stall)
+
         stream = sd.RawInputStream(device=self.device, channels=1, samplerate=rate, dtype="int16",
-                                   blocksize=rate * self.frame_ms // 1000, callback=callback,
+                                   blocksize=rate * self.block_ms // 1000, callback=callback,
                                    finished_callback=finished)
-        with stream:
-            log.info("mic_open", device=self.spec or "default", index=self.device, rate=rate,
-                     resampled=rate != TARGET_RATE)
-            self.backoff.reset()
-            while True:
-                try:
-                    async with asyncio.timeout(STALL_S):
-                        item = await queue.get()
-                except TimeoutError:
-                    raise RuntimeError(f"no audio from the device for {STALL_S} s") from None
-                if isinstance(item, Exception):
-                    raise item
-                for frame in conv.push(item):
-                    yield frame
+        stall = loop.call_later(STALL_S / 4, check_stall)
+        try:
+            with stream:
+                log.info("mic_open", device=self.spec or "default", index=self.device, rate=rate,
+                         resampled=rate != TARGET_RATE, block_ms=self.block_ms)
+                self.backoff.reset()
+                heard[0] = loop.time()
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, Exception):
+                        raise item
+                    for frame in conv.push(item):
+                        yield frame
+        finally:
+            if stall is not None:
+                stall.cancel()

@@ -1,0 +1,135 @@
+"""The "Idle worker against the capture floor" section of bench/RESULTS.md, from bench/results/idle.json
+(``make bench-idle``'s figures, bench/idle.py).
+
+Apart from bench/idle.py for the reason soak_report.py is apart from soak.py: bench/report.py renders
+RESULTS.md again after every published ``make bench`` and carries the section over without importing the
+run's processes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+HEADING = "## Idle worker against the capture floor"
+CPU_GOAL, RSS_GOAL = 1.0, 60.0  # issue 13: % of one core, MB (ws mode)
+DEFAULT_BLOCK_MS = 60  # AUDIO_BLOCK_MS's default (stt_worker/settings.py)
+
+
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}x"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _label(p: dict[str, Any]) -> str:
+    bare = " (ALSA without libasound2-plugins' conf.d)" if p.get("bare_alsa") else ""
+    if p["what"] == "arecord":
+        return "floor: `arecord` -> /dev/null" + bare
+    if p["what"] == "sounddevice":
+        return "floor: Python + sounddevice, empty callback" + bare
+    shipped = {30: " (before: one VAD frame)", DEFAULT_BLOCK_MS: " (AUDIO_BLOCK_MS default)"}
+    return f"**stt-worker, {p['backend']}**{shipped.get(p['block_ms'], '')}{bare}"
+
+
+def _verdict(r: dict[str, Any], key: str) -> str:
+    marks = []
+    for phase, d in r["phases"].items():
+        fig = d["figures"][key]
+        cpu, rss = fig["cpu_percent"], fig["rss_mb"]
+        ok = cpu is not None and rss is not None and cpu < CPU_GOAL and rss < RSS_GOAL
+        marks.append(f"{phase}: {_f(cpu)}% and {_f(rss, '.0f')} MB, {'met' if ok else '**not met**'}")
+    return "; ".join(marks)
+
+
+def section(r: dict[str, Any]) -> str:
+    """The section's body (without its heading)."""
+    meta, procs = r["meta"], r["processes"]
+    make = f"`{meta['make']}` (`{meta['command']}`)" if meta.get("make") else f"`{meta['command']}`"
+    out = [
+        f"{make} on {meta['date']}, commit `{meta['commit']}` ({meta['commit_subject']}; "
+        f"{meta['uncommitted_files']} uncommitted files in the tree, which the editable install runs too), "
+        f"{meta.get('duration_s', 0):.0f} s. Machine: {meta['cpu']}, {meta['cores']} cores, "
+        f"{meta['memory_gb']} GB; load average {meta['load_at_start']} at the start, "
+        f"{meta.get('load_at_end')} at the end (shared: other engineers' tests run beside it).",
+        "",
+        "Every process below ran at once, each on its own virtual microphone (ALSA's `file` plugin over "
+        "`null`, its input a FIFO that a clock process writes one period of silence into per block, in "
+        "real time: one wake-up per block, as a hardware device gives), sampled over the same "
+        f"{r['seconds']:g} s window ({r['settle_s']:g} s after the last worker started). CPU: psutil "
+        "user + system time over the window in % of one core (`bench/rig.py` Sampler, as `bench/edge.py`); "
+        "the ratio is to the floor at the same block size in the same window. Phase *as found*: the machine "
+        f"as others left it; *busy*: {r['busy_procs']} processes spinning (`while True: pass`, nice 0 like "
+        "everything here) added by the run. The clocks' own CPU is the device's and is not counted.",
+        "",
+    ]
+    rows = []
+    for phase, d in r["phases"].items():
+        for key, fig in d["figures"].items():
+            p = procs[key]
+            rows.append([phase, _label(p), str(p["block_ms"]), _f(fig["cpu_percent"]),
+                         "" if p["floor"] else _ratio(fig["ratio_to"]["arecord"]),
+                         "" if p["floor"] else _ratio(fig["ratio_to"]["sounddevice"]),
+                         _f(fig["rss_mb"], ".1f")])
+    out.append(_table(["phase", "process", "block, ms", "CPU, % of one core", "ratio to arecord",
+                       "ratio to sounddevice loop", "RSS, MB"], rows))
+    loads = "; ".join(f"{k} {d['load_before']} -> {d['load_after']}" for k, d in r["phases"].items())
+    out += ["", f"Load average (1/5/15 min) before -> after each window: {loads}."]
+    ws = "worker-ws-30"
+    verdicts = [(f"worker-ws-{DEFAULT_BLOCK_MS}", f"as shipped (AUDIO_BLOCK_MS={DEFAULT_BLOCK_MS})"),
+                (ws, "before (30 ms blocks)"),
+                (f"worker-ws-{DEFAULT_BLOCK_MS}-bare", "as shipped, ALSA without libasound2-plugins' conf.d"),
+                *((f"worker-ws-{b}", f"AUDIO_BLOCK_MS={b}") for b in r.get("longer_blocks_ms", [])
+                  if b not in (30, DEFAULT_BLOCK_MS))]
+    lines = [f"- {label}: {_verdict(r, key)}." for key, label in verdicts if key in procs]
+    if lines:
+        out += ["", f"Goal (issue 13): an idle ws worker under {CPU_GOAL:g}% of a core and {RSS_GOAL:g} MB "
+                    "RSS.", "", *lines]
+    uss = r.get("uss_mb", {})
+    if uss:
+        out += ["", "USS (memory held by the process alone; RSS also counts pages of shared libraries), at "
+                    "the end of the windows: "
+                    + ", ".join(f"{_label(procs[k]).replace('**', '')} at {procs[k]['block_ms']} ms "
+                                f"{_f(v, '.1f')} MB" for k, v in uss.items() if not k.startswith("arecord"))
+                    + "."]
+    onset = r.get("onset", {})
+    if onset:
+        rows = []
+        base = onset.get(ws, {})
+        for key, o in onset.items():
+            rows.append([str(procs[key]["block_ms"]), str(o["n"]), _f(o["p50"], ".3f"), _f(o["p90"], ".3f"),
+                         _f(o["max"], ".3f"), _f(o["mean"], ".3f"),
+                         "" if key == ws or not base else
+                         f"{1000 * (o['mean'] - base['mean']):+.0f} ms"])
+        out += ["", f"Onset latency, ws workers side by side ({onset[next(iter(onset))]['n']} onsets of "
+                    f"{r['onset_clip']}, each at a random phase of the period, machine as found): "
+                    "`speech` ON's arrival on MQTT minus the time the clip's first voiced 10 ms entered "
+                    "the device. It includes the gate's start window (voiced frames it needs before it "
+                    "opens), the same at every block size.", "",
+                _table(["block, ms", "onsets", "p50, s", "p90, s", "max, s", "mean, s", "mean vs 30 ms"],
+                       rows)]
+    for key, owners in r.get("memory_by_owner", {}).items():
+        if owners:
+            out += ["", f"{_label(procs[key]).replace('**', '')}, resident memory by owner: "
+                        + ", ".join(f"{k} {v:g} MB" for k, v in owners) + "."]
+    return "\n".join(out)
+
+
+def upsert(markdown: str, body: str) -> str:
+    """RESULTS.md with this section replaced by ``body``, or added before "## Method"."""
+    block = f"{HEADING}\n\n{body}\n\n"
+    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(markdown):
+        return pattern.sub(lambda _m: block, markdown, count=1)
+    at = markdown.find("\n## Method")
+    if at < 0:
+        return markdown.rstrip("\n") + "\n\n" + block
+    return markdown[:at + 1] + block + markdown[at + 1:]
