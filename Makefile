@@ -11,7 +11,7 @@ DEB_TEST_PACKAGES := chromium systemd openssl strace haproxy
 # `make check-arm64` only: an arm64 Debian root run under qemu-user through binfmt_misc
 DEB_ARM64_PACKAGES := debootstrap qemu-user-static binfmt-support
 
-.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-peers soak fuzz check-arm64 clean
+.PHONY: setup system-packages venv demo test lint typecheck bench bench-quick bench-idle bench-peers soak fuzz check-arm64 clean
 
 setup: system-packages venv
 
@@ -51,6 +51,11 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.run --quick
+
+# the idle worker (ws, local) beside arecord and a sounddevice loop on real-time virtual microphones, as found
+# and with the cores made busy, and onset latency per capture block (bench/idle.py): its section of RESULTS.md
+bench-idle: setup
+	IDLE_MAKE=1 $(PY) -m bench.idle
 
 # wyoming-faster-whisper and WhisperLive beside our server, each in its own venv under bench/.venvs/
 bench-peers: setup

@@ -50,7 +50,7 @@ from harness.procs import VENV_BIN, Proc
 from . import idle_report, meta
 from .clips import RATE, load, spread
 from .edge import memory_by_owner
-from .rig import BASE_TOPIC, Rig, Sampler, Subscriber, wait_event
+from .rig import BASE_TOPIC, Rig, Sampler, Subscriber, wait_event, wall
 
 BENCH = Path(__file__).resolve().parent
 RESULTS_JSON = BENCH / "results" / "idle.json"
@@ -62,6 +62,9 @@ ALSA_CONF = Path("/usr/share/alsa/alsa.conf")
 SETTLE_S = 5.0  # after the last worker_started: the local model's first allocations, the ws handshake
 ONSET_CLIP = "LJ001-0002"
 ONSET_GAP_S = 2.5  # after speech OFF, before the next onset
+SERVER_IDLE_TIMEOUT_S = 120.0  # stt-server's IDLE_TIMEOUT_S default: an idle session is closed after it
+AS_FOUND, BUSY, AFTER_TIMEOUT = "as found", "busy", "as found, after the server's idle timeout"
+NOTABLE = {"server_unreachable", "server_error_message", "model_loaded", "failover", "mic_lost"}
 
 
 def bare_alsa_conf(root: Path) -> Path:
@@ -218,6 +221,17 @@ def unique_mb(pid: int) -> float | None:
         return None
 
 
+def notable(worker: Proc, started: float) -> list[dict[str, Any]]:
+    """What the worker logged, after it started, that changes what it costs: its server going away, a model
+    loaded (a ws worker's local fallback, prewarmed when the server is away), a failover."""
+    out = []
+    for e in worker.json_events():
+        if e.get("event") in NOTABLE and "timestamp" in e and wall(e["timestamp"]) > started:
+            out.append({"event": e["event"], "t": wall(e["timestamp"]),
+                        "detail": e.get("error") or e.get("code") or e.get("model") or ""})
+    return out
+
+
 def figures(sampler: Sampler, t0: float, t1: float) -> dict[str, Any]:
     rss, peak = sampler.rss_mb(t0, t1)
     return {"cpu_percent": sampler.cpu_percent(t0, t1), "rss_mb": rss, "rss_peak_mb": peak}
@@ -265,7 +279,10 @@ def wait_for(probe: Any, timeout: float) -> Any:
     raise TimeoutError("not seen on MQTT in time")
 
 
-def run(rig: Rig, seconds: float, n_onsets: int, longer: list[int], busy_procs: int) -> dict[str, Any]:
+def run(rig: Rig, seconds: float, n_onsets: int, longer: list[int], busy_procs: int, *,
+        after_timeout: bool = True) -> dict[str, Any]:
+    """Every consumer at once; the windows as found, busy and (``after_timeout``, which waits for the server's
+    idle timeout: over two minutes) as found after it; then the onsets."""
     root = Path(tempfile.mkdtemp(prefix="stt-idle-"))
     blocks = sorted({FRAME_MS, *longer})
     _ = rig.server_port, rig.broker_port
@@ -303,8 +320,14 @@ def run(rig: Rig, seconds: float, n_onsets: int, longer: list[int], busy_procs: 
             wait_event(w, "mic_open", 30)
         time.sleep(max(0.0, started + SETTLE_S - time.time()))
         phases: dict[str, dict[str, Any]] = {}
-        for phase in ("as found", "busy"):
-            spin = spinners(busy_procs) if phase == "busy" else []
+        # the first two windows end before the server's idle timeout closes the idle ws sessions; the third
+        # starts well after it, when whatever the worker does about that close has settled
+        plan = [(AS_FOUND, 0.0), (BUSY, 0.0)]
+        if after_timeout:
+            plan.append((AFTER_TIMEOUT, started + SERVER_IDLE_TIMEOUT_S + 30))
+        for phase, not_before in plan:
+            time.sleep(max(0.0, not_before - time.time()))
+            spin = spinners(busy_procs) if phase == BUSY else []
             try:
                 if spin:
                     time.sleep(2.0)
@@ -329,6 +352,7 @@ def run(rig: Rig, seconds: float, n_onsets: int, longer: list[int], busy_procs: 
         for s in samplers.values():
             s.stop()
         alive = {k: p.alive() for k, p in procs.items()}
+        events = {k: notable(w, started) for k, w in workers.items()}
     finally:
         for p in procs.values():
             p.stop()
@@ -343,7 +367,9 @@ def run(rig: Rig, seconds: float, n_onsets: int, longer: list[int], busy_procs: 
                              for kind, v in floors.items()}
     return {"seconds": seconds, "settle_s": SETTLE_S, "busy_procs": busy_procs, "frame_ms": FRAME_MS,
             "longer_blocks_ms": longer, "processes": info, "phases": phases, "memory_by_owner": memory,
-            "uss_mb": uss, "onset": onset, "onset_clip": ONSET_CLIP, "alive_at_end": alive}
+            "uss_mb": uss, "events": events, "started": started,
+            "server_idle_timeout_s": SERVER_IDLE_TIMEOUT_S, "onset": onset, "onset_clip": ONSET_CLIP,
+            "alive_at_end": alive}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         clock(Path(argv[1]), int(argv[2]))
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=60.0, help="each sampling window (60)")
+    ap.add_argument("--seconds", type=float, default=50.0, help="each sampling window (50)")
     ap.add_argument("--onsets", type=int, default=8, help="onsets per block size (8)")
     ap.add_argument("--blocks-ms", default="60,90", help="longer blocks tried (AUDIO_BLOCK_MS)")
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes (one a core)")

@@ -14,6 +14,7 @@ from typing import Any
 HEADING = "## Idle worker against the capture floor"
 CPU_GOAL, RSS_GOAL = 1.0, 60.0  # issue 13: % of one core, MB (ws mode)
 DEFAULT_BLOCK_MS = 60  # AUDIO_BLOCK_MS's default (stt_worker/settings.py)
+ONSET_SLACK_S = 0.030  # issue 13: a longer block may add this much to the mean onset latency
 
 
 def _f(x: float | None, fmt: str = ".2f") -> str:
@@ -40,6 +41,13 @@ def _label(p: dict[str, Any]) -> str:
     return f"**stt-worker, {p['backend']}**{shipped.get(p['block_ms'], '')}{bare}"
 
 
+def _detail(e: dict[str, Any]) -> str:
+    d = str(e.get("detail") or "")
+    if "4408" in d or d == "idle_timeout":
+        return " (idle timeout)"
+    return f" ({d})" if d else ""
+
+
 def _verdict(r: dict[str, Any], key: str) -> str:
     marks = []
     for phase, d in r["phases"].items():
@@ -63,12 +71,14 @@ def section(r: dict[str, Any]) -> str:
         "",
         "Every process below ran at once, each on its own virtual microphone (ALSA's `file` plugin over "
         "`null`, its input a FIFO that a clock process writes one period of silence into per block, in "
-        "real time: one wake-up per block, as a hardware device gives), sampled over the same "
-        f"{r['seconds']:g} s window ({r['settle_s']:g} s after the last worker started). CPU: psutil "
+        "real time: one wake-up per block, as a hardware device gives), sampled over the same windows of "
+        f"{r['seconds']:g} s (the first {r['settle_s']:g} s after the last worker started). CPU: psutil "
         "user + system time over the window in % of one core (`bench/rig.py` Sampler, as `bench/edge.py`); "
         "the ratio is to the floor at the same block size in the same window. Phase *as found*: the machine "
         f"as others left it; *busy*: {r['busy_procs']} processes spinning (`while True: pass`, nice 0 like "
-        "everything here) added by the run. The clocks' own CPU is the device's and is not counted.",
+        "everything here) added by the run; *after the server's idle timeout*: as found again, from 30 s "
+        "after the server's IDLE_TIMEOUT_S has run out on the idle ws sessions (the state an idle worker "
+        "lives in). The clocks' own CPU is the device's and is not counted.",
         "",
     ]
     rows = []
@@ -93,6 +103,21 @@ def section(r: dict[str, Any]) -> str:
     if lines:
         out += ["", f"Goal (issue 13): an idle ws worker under {CPU_GOAL:g}% of a core and {RSS_GOAL:g} MB "
                     "RSS.", "", *lines]
+    seen = []
+    phases = list(r["phases"].values())
+    started = r.get("started", phases[0]["t0"] - r["settle_s"])
+    for key, events in r.get("events", {}).items():
+        # what happened while the windows ran (the onsets after them load the server on purpose)
+        marks = [f"`{e['event']}`{_detail(e)} at +{e['t'] - started:.0f} s" for e in events
+                 if e["t"] <= phases[-1]["t1"]]
+        if marks:
+            seen.append(f"{_label(procs[key]).replace('**', '')} at {procs[key]['block_ms']} ms: "
+                        + ", ".join(marks))
+    if seen:
+        out += ["", "Logged by the workers up to the end of the last window, in seconds from the last "
+                    "worker's start (the server closes "
+                    "a session that sent nothing for its IDLE_TIMEOUT_S, "
+                    f"{r.get('server_idle_timeout_s', 120):g} s by default): " + "; ".join(seen) + "."]
     uss = r.get("uss_mb", {})
     if uss:
         out += ["", "USS (memory held by the process alone; RSS also counts pages of shared libraries), at "
@@ -108,7 +133,8 @@ def section(r: dict[str, Any]) -> str:
             rows.append([str(procs[key]["block_ms"]), str(o["n"]), _f(o["p50"], ".3f"), _f(o["p90"], ".3f"),
                          _f(o["max"], ".3f"), _f(o["mean"], ".3f"),
                          "" if key == ws or not base else
-                         f"{1000 * (o['mean'] - base['mean']):+.0f} ms"])
+                         f"{1000 * (o['mean'] - base['mean']):+.0f} ms "
+                         f"({'within' if o['mean'] - base['mean'] <= ONSET_SLACK_S else '**over**'} 30 ms)"])
         out += ["", f"Onset latency, ws workers side by side ({onset[next(iter(onset))]['n']} onsets of "
                     f"{r['onset_clip']}, each at a random phase of the period, machine as found): "
                     "`speech` ON's arrival on MQTT minus the time the clip's first voiced 10 ms entered "

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import arm64_report, charts, soak_report
+from . import arm64_report, charts, idle_report, soak_report
 from .goals import Goal, evaluate, f
 
 BENCH = Path(__file__).resolve().parent
@@ -617,6 +617,10 @@ def render(
     if (arm64 := load_json(RESULTS_DIR / "arm64.json")) is not None:
         # make check-arm64's own run (bench/arm64.py writes the section itself), carried over the same way
         out += [arm64_report.HEADING, "", arm64_report.section(arm64), ""]
+    idle = newest(bench.get("idle") if bench else None, load_json(RESULTS_DIR / "idle.json"))
+    if idle is not None:
+        # make bench-idle's own run (bench/idle.py writes the section itself) or this run's, the later one
+        out += [idle_report.HEADING, "", idle_report.section(idle), ""]
     out += [
         "## Method",
         "",
@@ -663,6 +667,12 @@ def key_figures(kind: str, r: dict[str, Any]) -> dict[str, Any]:
         row["held_by"] = {k: v.get("held") for k, v in series.items()}
         row["p50_by"] = {k: v["levels"][0]["latency_s"]["p50"] for k, v in series.items() if v.get("levels")}
     return row
+
+
+def newest(*runs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run with the latest ``meta.date`` of those given."""
+    present = [r for r in runs if r is not None]
+    return max(present, key=lambda r: str(r["meta"]["date"])) if present else None
 
 
 def load_json(path: Path) -> dict[str, Any] | None:

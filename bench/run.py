@@ -1,4 +1,4 @@
-"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge,final_cost,dialects]
+"""``python -m bench.run [--quick | --smoke] [--only latency,accuracy,capacity,edge,final_cost,dialects,idle]
 [--peers] [--out DIR]``
 
 Runs the measurements in an order that keeps them apart on a small machine (the baseline first, on a quiet
@@ -16,12 +16,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import accuracy, baseline, capacity, dialects, edge, final_cost, latency, meta, peers, report
+from . import accuracy, baseline, capacity, dialects, edge, final_cost, idle, latency, meta, peers, report
 from .clips import load_all
 from .plan import MEASUREMENTS, preset
 from .rig import Rig
 
 OUT = Path(__file__).resolve().parent / "out"
+# the idle worker against the capture floor (bench/idle.py, also `make bench-idle` alone)
+ALL = (*MEASUREMENTS, "idle")
+IDLE_ONSETS = {"full": 8, "quick": 3, "smoke": 1}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="two short clips, 1-2 streams, 10 s idle (< 1 min)"
     )
     size.add_argument("--smoke", action="store_true", help="one clip, one stream, 2 s idle (the test's run)")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
     ap.add_argument(
         "--peers",
         action="store_true",
@@ -40,11 +43,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=OUT, help="where figures and plots of an unpublished run go")
     args = ap.parse_args(argv)
     only = {m.strip() for m in args.only.split(",") if m.strip()}
-    if unknown := only - set(MEASUREMENTS):
-        ap.error(
-            f"unknown measurement(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEASUREMENTS)}"
-        )
-    args.measurements = {"capacity"} if args.peers else (only or set(MEASUREMENTS))
+    if unknown := only - set(ALL):
+        ap.error(f"unknown measurement(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    args.measurements = {"capacity"} if args.peers else (only or set(ALL))
     return args
 
 
@@ -67,6 +68,18 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     }
     t0 = time.monotonic()
     with Rig() as rig:
+        if todo & {"idle"}:
+            # first, on a machine no other measurement of this run has warmed: it needs no baseline
+            log(f"idle: workers beside the capture floors, {plan.idle_s:g} s windows")
+            t_idle = time.monotonic()
+            figures = idle.run(rig, plan.idle_s, IDLE_ONSETS[plan.name], [60, 90], os.cpu_count() or 2,
+                               after_timeout=plan.name == "full")
+            took = {"duration_s": time.monotonic() - t_idle, "load_at_end": meta.load_average()}
+            results["idle"] = {"meta": {**results["meta"], **took}, **figures}
+        if not todo - {"idle"}:
+            results["meta"]["duration_s"] = time.monotonic() - t0
+            results["meta"]["load_at_end"] = meta.load_average()
+            return results
         ids = sorted(set(plan.latency_clips) | set(plan.capacity_clips))
         log(f"{plan.name} plan: baseline decode of {len(ids)} clips")
         base = baseline.measure(load_all(ids))
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = "peers" if args.peers else "bench"
     publish = (
         not (args.quick or args.smoke)
-        and (args.peers or args.measurements == set(MEASUREMENTS))
+        and (args.peers or args.measurements == set(ALL))
         and args.out == OUT
         and not os.environ.get("BENCH_NO_PUBLISH")
     )

@@ -65,7 +65,7 @@ class WorkerSettings(CommonSettings):
     audio_device: str | None = None
     audio_realtime: bool = True
     # the microphone is read in blocks this long, fed to the gate in VAD_FRAME_MS frames: the idle cost is
-    # per block (60 ms: 0.8% of a core, against 1.3% at 30 ms; onset +5 ms: bench/RESULTS.md)
+    # per block (60 ms: 0.8% of a core against 1.4% at 30 ms, onset +3 ms on average: make bench-idle)
     audio_block_ms: int = Field(default=60, ge=10, le=300)
     # ---- voice gate
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
