@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import arm64_report, charts, idle_report, soak_report
+from . import arm64_report, charts, draft_report, idle_report, levers_report, soak_report
 from .goals import Goal, evaluate, f
 
 BENCH = Path(__file__).resolve().parent
@@ -596,6 +596,9 @@ def render(
             capacity_section(bench["capacity"], plots if not (peers and peers.get("peers")) else {}),
             "",
         ]
+    if (levers := load_json(RESULTS_DIR / "levers.json")) is not None:
+        # bench/levers.py's own run (issue 13's capacity levers), carried over by every re-render
+        out += [levers_report.section(levers), ""]
     if bench and bench.get("edge"):
         out += ["## 4. Edge cost (the worker)", "", edge_section(bench["edge"]), ""]
     if peers and peers.get("peers"):
@@ -614,6 +617,9 @@ def render(
     if (soak := load_json(RESULTS_DIR / "soak.json")) is not None:
         # make soak's own run (bench/soak.py writes the section itself): carried over by every re-render
         out += [soak_report.HEADING, "", soak_report.section(soak), ""]
+    if (draft := load_json(RESULTS_DIR / "draft.json")) is not None:
+        # bench/draft.py's own run (DRAFT_MODEL with a real larger model), carried over the same way
+        out += [draft_report.HEADING, "", draft_report.section(draft), ""]
     if (arm64 := load_json(RESULTS_DIR / "arm64.json")) is not None:
         # make check-arm64's own run (bench/arm64.py writes the section itself), carried over the same way
         out += [arm64_report.HEADING, "", arm64_report.section(arm64), ""]
