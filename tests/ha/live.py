@@ -175,6 +175,11 @@ class Mic:
                 ahead = t0 + sent * FRAME_MS / 1000 - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
+                elif ahead < -0.2:
+                    # the worker was not reading (its model loading on a busy machine, the pipe full):
+                    # a real microphone's frames of that time are gone, not sent later at full speed,
+                    # which would make speech queued now play faster than real time
+                    t0 -= ahead
         except (BrokenPipeError, ValueError, OSError):
             return  # the worker has gone
 
