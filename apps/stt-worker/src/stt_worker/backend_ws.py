@@ -41,6 +41,7 @@ from stt_core.client import (
 )
 from stt_core.daemon.backoff import Backoff
 from stt_core.options import SpeechOptions
+from stt_core.session import CloseCode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
@@ -108,6 +109,7 @@ class WsBackend:
         self._settled = asyncio.Event()
         # the streams that await their final on this connection: a switch waits until there are none
         self._open: set[str] = set()
+        self._quiet_reconnect = False  # the last connection ended on the server's idle timer
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing: set[asyncio.Task[None]] = set()  # connections let go after a switch
@@ -201,16 +203,21 @@ class WsBackend:
         url = public_url(self.urls[index])
         self._index = index
         try:
-            ws = attached or await self._connect(index)
-            handoff: _Handoff | None = None
-            try:
-                handoff = await self._serve(ws, index, attached=attached is not None)
-            finally:
-                if handoff is None:
-                    await ws.close()
-                else:  # the old server's close handshake must not hold up the new one's audio
-                    self._close_later(ws)
-            return handoff
+            while True:
+                ws = attached or await self._connect(index)
+                attached_now, attached = attached is not None, None
+                handoff: _Handoff | None = None
+                try:
+                    handoff = await self._serve(ws, index, attached=attached_now)
+                finally:
+                    if handoff is None:
+                        await ws.close()
+                    else:  # the old server's close handshake must not hold up the new one's audio
+                        self._close_later(ws)
+                if handoff is not None or not self._quiet_reconnect:
+                    return handoff
+                # the server closed a session that had been quiet (IDLE_TIMEOUT_S): the same server
+                # again at once, and nobody is told of an outage that was none
         except asyncio.CancelledError:
             raise
         except InvalidStatus as exc:
@@ -223,6 +230,9 @@ class WsBackend:
             log.warning("server_unreachable", url=url, error=str(exc) or type(exc).__name__)
         except Exception as exc:  # never let the reconnect loop die
             log.warning("server_error", url=url, error=repr(exc))
+        if self._quiet_reconnect:  # the reconnection after a quiet close failed: an outage after all
+            self._quiet_reconnect = False
+            self._emit(ConnectionChanged(backend="ws", connected=False))
         return None
 
     def _attach(self, ws: ClientConnection, index: int) -> None:
@@ -253,10 +263,18 @@ class WsBackend:
             await asyncio.gather(reader, writer, return_exceptions=True)
         if handoff is not None:
             return handoff
+        # A room where nobody speaks for IDLE_TIMEOUT_S sends no audio, and the server closes such a
+        # session (its idle timer counts audio only). That is no outage: with no utterance open,
+        # the worker reconnects at once and does not announce a disconnection (which would load
+        # the local fallback's model, 150 MB, for nothing).
+        self._quiet_reconnect = ws.close_code == CloseCode.IDLE.value and not self._open
         self._outbox.clear()
         self._open.clear()
         self._idle.set()
         self._dispatch(self.session.lost("connection to the server lost"))
+        if self._quiet_reconnect:
+            log.info("server_idle_close", url=public_url(self.urls[index]), hint="reconnecting at once")
+            return None
         self._emit(ConnectionChanged(backend="ws", connected=False))
         for task in done:
             task.result()  # a ConnectionClosed or the like: logged by _attempt
