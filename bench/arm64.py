@@ -12,9 +12,10 @@ embedded model, AUDIO_REALTIME=0) on demo/audio/demo.wav, both inside the root. 
 (the root shares its network) collects the finals; they are held to demo/audio/demo.tsv as the worker tests
 hold theirs (one or two finals an utterance, WER at most 15 %).
 
-One trap (../shared/NOTES.md): with the host's /proc mounted, /proc/cpuinfo describes the x86 host and
-``import onnxruntime`` (faster-whisper's Silero VAD) segfaults, so an arm64-style cpuinfo is bind-mounted
-over it. Every mount is undone on the way out, Ctrl-C and SIGTERM included.
+One trap (../shared/NOTES.md): with the host's /proc and /sys mounted, /proc/cpuinfo describes the x86 host
+and ``import onnxruntime`` (faster-whisper's Silero VAD; onnxruntime 1.32.0) segfaults under qemu (signal
+11; without /sys its cpuinfo library only warns), so an arm64-style cpuinfo is bind-mounted over it.
+Every mount is undone on the way out, Ctrl-C and SIGTERM included.
 
 Prints one last ``check-arm64: PASS|FAIL`` line with the figures. Once the worker ran, writes
 bench/results/arm64.json and the "arm64" section of bench/RESULTS.md, passed or failed; a setup failure
