@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stt_core import __version__
 from stt_core.build import build_engine
+from stt_core.daemon import memory
 from stt_core.daemon.config import exit_config, load
 from stt_core.daemon.imports import ignore_pythonpath
 from stt_core.daemon.logs import configure_logging
@@ -21,6 +22,7 @@ PROG = "stt-server"
 
 def main(argv: list[str] | None = None) -> None:
     ignore_pythonpath()
+    memory.cap_arenas()  # before the decode threads start (stt_core/daemon/memory.py)
     from .app import Server  # the Wyoming listener's package among its imports: after the line above
 
     parser = argparse.ArgumentParser(prog=PROG, description="Real-time speech-to-text: /stt and Wyoming.")
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             whisper_model=settings.whisper_model, device=settings.device, compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads, partial_interval_ms=settings.partial_interval_ms,
             final_workers=settings.final_workers, partial_workers=settings.partial_workers,
+            partial_order=settings.partial_order, final_greedy_logprob=settings.final_greedy_logprob,
             final_context_s=settings.final_context_s, draft_model=settings.draft_model,
             final_batch=settings.final_batch, final_batch_window_ms=settings.final_batch_window_ms,
             final_batch_max=settings.final_batch_max)

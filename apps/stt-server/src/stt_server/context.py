@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from stt_core import __version__
 from stt_core import protocol as p
 from stt_core.build import EngineInfo
+from stt_core.daemon import memory
 from stt_core.engine import Engine, FinalResult, PartialResult, Segment
 from stt_core.options import SpeechOptions
 
@@ -187,6 +188,8 @@ class SegmentRunner:
         if segment is None:
             return None
         result = await segment.finish()
+        # the decode's native buffers back to the system, off the loop (stt_core/daemon/memory.py)
+        memory.trim_soon()
         self.ctx.metrics.count("segments_total", dialect=self.dialect)
         self.ctx.transcripts.final(self.dialect, self.site, result, self.index, reason)
         return result

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from stt_core import __version__
+from stt_core.daemon import memory
 from stt_core.daemon.config import exit_config, load
 from stt_core.daemon.imports import ignore_pythonpath
 from stt_core.daemon.logs import configure_logging
@@ -20,6 +21,7 @@ PROG = "stt-worker"
 
 def main(argv: list[str] | None = None) -> None:
     ignore_pythonpath()
+    memory.cap_arenas()  # before the decode threads start (stt_core/daemon/memory.py)
     parser = argparse.ArgumentParser(prog=PROG, description="Microphone -> voice gate -> Whisper -> MQTT.")
     parser.add_argument("--env-file", type=Path, default=os.environ.get("STT_ENV_FILE") or None,
                         help="read variables from this file too (the environment wins)")

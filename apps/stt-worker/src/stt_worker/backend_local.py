@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from stt_core.build import build_engine
+from stt_core.daemon import memory
 from stt_core.engine import Engine, PartialResult, Segment
 from stt_core.errors import ConfigError, PeerError
 from stt_core.model import EMBEDDED_NAME
@@ -160,6 +161,8 @@ class LocalStream:
             log.exception("final_failed", utterance_id=self.id)
             self._fail(f"decode failed: {exc!r}")
             return
+        # the decode's native buffers back to the system, off the loop (stt_core/daemon/memory.py)
+        memory.trim_soon()
         if self._cancelled:
             return
         self.backend.emit(FinalText(self.id, "local", r.text, r.confidence, r.language, self.backend.model,
