@@ -10,7 +10,24 @@ from typing import Any
 
 HEADING = "### 3.1 Levers toward 16 streams with partials (issue 13)"
 # what was kept, as decided from the figures below (edit with the figures when they change)
-VERDICT = ""
+VERDICT = (
+    "**Kept**: fair partials, the default (`PARTIAL_ORDER=fair`): at 8 streams the partial gap p50 fell to "
+    "0.41x the baseline's in the same run (2.27 s against 4.14 s, 1.31 s against 4.92 s), WER unchanged; its "
+    "end -> final moved with the machine's noise both ways (0.36x and 2.8x the baseline's p90 in the two "
+    "repeats), as the other variants' did. **Off**: `PARTIAL_WORKERS=2` (a second partial worker takes the "
+    "core a final needs: gap 0.28x at 8 streams but end -> final p90 1.93x, and no gain at 16); "
+    "`FINAL_GREEDY_LOGPROB` (unset: on one core greedy-first saves 5% of a final at -0.2 with WER unchanged, "
+    "9% at -0.3 at +0.45 point; on the rig it bought nothing, since tiny.en's final is mostly its encoder "
+    "pass, which greedy does not shrink); the tail-only final, not built (1 clip of 13 has a committed "
+    "prefix at its end). **Why 16 streams with partials every <= 1 s cannot be had on these 2 cores**: "
+    "section 3's own run measured a tiny.en partial at 0.11 s and a final at 0.34 s on the server at 16 "
+    "streams; 16 sessions with one partial a second is 1.76 core-seconds a second of partials, with the "
+    "finals (32 x 0.34 s over the ~25 s level) 0.44 more: 2.2 cores of work for 2 cores, before the event "
+    "loop and the clients' own CPU. The cadence at 16 is CPU-bound whatever the order; fairness shares the "
+    "wait evenly, it cannot remove it. This run's machine was about 4x slower than section 3's (one "
+    "stream's final 0.6-1.2 s against 0.21 s: other engineers' runs beside it), so no variant held 16 within "
+    "2x here; the ratios within a repeat are the figures to read."
+)
 
 
 def _f(x: float | None, spec: str = ".2f") -> str:

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             whisper_model=settings.whisper_model, device=settings.device, compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads, partial_interval_ms=settings.partial_interval_ms,
             final_workers=settings.final_workers, partial_workers=settings.partial_workers,
+            partial_order=settings.partial_order, final_greedy_logprob=settings.final_greedy_logprob,
             final_context_s=settings.final_context_s, draft_model=settings.draft_model,
             final_batch=settings.final_batch, final_batch_window_ms=settings.final_batch_window_ms,
             final_batch_max=settings.final_batch_max)

@@ -42,6 +42,12 @@ class ServerSettings(CommonSettings):
     # 0: auto (one single-threaded final decode per core on the CPU, one on a GPU)
     final_workers: int = Field(default=0, ge=0, le=64, description="decodes of finals at once")
     partial_workers: int = Field(default=1, ge=1, le=64, description="decodes of partials at once")
+    # who gets the next partial worker under load: fair = the session whose last partial is oldest
+    # (bench/RESULTS.md, section 3's levers), fifo = whoever asked first
+    partial_order: Literal["fair", "fifo"] = "fair"
+    # a final decoded greedy first, kept when its mean log-probability per token is at least this;
+    # beam 5 otherwise (bench/RESULTS.md, section 3's levers). Unset: beam 5 only
+    final_greedy_logprob: float | None = Field(default=None, ge=-5.0, le=0.0)
     # seed 003's hybrid: partials from this (light) model, finals from WHISPER_MODEL; resolved as
     # WHISPER_MODEL is (a directory, a model name, or "embedded"); unset: WHISPER_MODEL does both
     draft_model: str | None = Field(default=None, max_length=4096)

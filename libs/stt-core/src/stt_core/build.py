@@ -31,6 +31,7 @@ class EngineInfo:
 
 def build_engine(*, whisper_model: str | None, device: str, compute_type: str | None, cpu_threads: int,
                  partial_interval_ms: int, final_workers: int = 1, partial_workers: int = 1,
+                 partial_order: Literal["fair", "fifo"] = "fair", final_greedy_logprob: float | None = None,
                  partials: bool = True, final_context_s: float | None = None,
                  draft_model: str | None = None, final_batch: FinalBatch = "off",
                  final_batch_window_ms: float = DEFAULT_WINDOW_MS,
@@ -58,13 +59,14 @@ def build_engine(*, whisper_model: str | None, device: str, compute_type: str | 
     config = EngineConfig(partial_interval_ms=partial_interval_ms,
                           # finals meet at the encoder only if that many can be decoding at once
                           final_workers=max(final_workers, final_batch_max) if batching else final_workers,
-                          partial_workers=partial_workers)
+                          partial_workers=partial_workers, partial_order=partial_order)
     batcher = (EncoderBatcher(window_s=final_batch_window_ms / 1000, max_batch=final_batch_max)
                if batching else None)
     # short-context partials up to the partial window; past it the engine commits a prefix, which
     # needs the timestamped decode
     decoder = WhisperDecoder(model, spec.display_name, fast_partial_max_s=config.partial_window_s,
-                             final_context_s=final_context_for(spec, final_context_s), batcher=batcher)
+                             final_context_s=final_context_for(spec, final_context_s), batcher=batcher,
+                             greedy_final_logprob=final_greedy_logprob)
     _warm_up(decoder, model)
     draft: WhisperDecoder | None = None
     if draft_spec is not None:

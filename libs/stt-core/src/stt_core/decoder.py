@@ -117,7 +117,7 @@ class WhisperDecoder:
 
     def __init__(self, model: Any, model_name: str, *, beam_size: int = 5,
                  fast_partial_max_s: float = 10.0, final_context_s: float = FULL_CONTEXT_S,
-                 batcher: EncoderBatcher | None = None) -> None:
+                 batcher: EncoderBatcher | None = None, greedy_final_logprob: float | None = None) -> None:
         self.model = model
         self.batcher = batcher
         if batcher is not None:
@@ -126,6 +126,10 @@ class WhisperDecoder:
         self.beam_size = beam_size
         # below FULL_CONTEXT_S, finals that fit are decoded on a shorter encoder context (see final())
         self.final_context_s = final_context_s
+        # a short-context final tried greedy first, kept when its mean log-probability is at least this
+        # and it passes the beam's checks; beam 5 otherwise. None: beam 5 only (bench/RESULTS.md,
+        # section 3's levers, measures it)
+        self.greedy_final_logprob = greedy_final_logprob
         # audio up to this long gets a short-context partial; longer tails the full, timestamped decode
         self.fast_partial_max_s = fast_partial_max_s
         self.multilingual = bool(model.model.is_multilingual)
@@ -197,19 +201,29 @@ class WhisperDecoder:
         over 2.4 (repetition), a mean log-probability under -1, a loop of words, or a decode that ran
         to its length limit. Any of those, and the full decode runs instead.
         """
-        from faster_whisper.transcribe import get_compression_ratio
-
         duration = audio.size / TARGET_RATE
         context_s = min(FULL_CONTEXT_S, max(self.final_context_s, duration + MIN_SILENCE_S))
+        if self.greedy_final_logprob is not None:
+            greedy = self._checked_final(audio, options, context_s, 1, self.greedy_final_logprob)
+            if greedy is not None:
+                return greedy
+        return self._checked_final(audio, options, context_s, self.beam_size, LOGPROB_MIN)
+
+    def _checked_final(self, audio: Float32Array, options: SpeechOptions, context_s: float, beam_size: int,
+                       min_logprob: float) -> Transcript | None:
+        """One short-context decode, or None when it fails a check (see ``_short_context_final``) or
+        its mean log-probability is under ``min_logprob``."""
+        from faster_whisper.transcribe import get_compression_ratio
+
         tok, result, prompt_len, max_length = self._decode_on_context(audio, options, context_s,
-                                                                      beam_size=self.beam_size)
+                                                                      beam_size=beam_size)
         tokens = result.sequences_ids[0]
         text = tok.decode(tokens).strip()
         logprob = float(result.scores[0])  # length-normalised: the mean log-probability per token
         if (not text or cut_loop(text) != text or get_compression_ratio(text) > COMPRESSION_RATIO_MAX
-                or logprob < LOGPROB_MIN or len(tokens) + prompt_len >= max_length):
+                or logprob < min_logprob or len(tokens) + prompt_len >= max_length):
             return None
-        return self._untimed(text, result, tok.language_code, duration)
+        return self._untimed(text, result, tok.language_code, audio.size / TARGET_RATE)
 
     def partial(self, audio: Float32Array, options: SpeechOptions) -> Transcript:
         # No Silero pass here: at the very start of an utterance it has too little context to say

@@ -4,7 +4,10 @@ One ``Engine`` per process holds the decoder (one model, shared by every session
 decode pools. Finals have a pool of their own, so a final never waits behind partials, of its own
 session or anyone else's; partials take what capacity is left, and when the decoder is slower than
 ``PARTIAL_INTERVAL_MS`` their cadence degrades, never their freshness: each partial decodes the
-latest audio at the moment it starts, and a segment has at most one partial in flight.
+latest audio at the moment it starts, and a segment has at most one partial in flight. Under load the
+engine, not the pool's FIFO queue, chooses the next partial: the segment whose last partial began
+longest ago (``partial_order="fair"``; at 8 streams on 2 cores it cut the partial gap to 0.41x of the
+first-come order's, bench/RESULTS.md section 3.1).
 
 Partials on long utterances stay bounded in cost with a committed prefix (the idea of
 whisper_streaming's local agreement, simplified): once the undecided tail is longer than
@@ -41,11 +44,13 @@ end -> final went from 0.87 s alone to 2.5 s beside it and its partials per utte
 from __future__ import annotations
 
 import asyncio
+import heapq
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import structlog
@@ -67,6 +72,10 @@ class EngineConfig:
     partial_window_s: float = 10.0
     final_workers: int = 1
     partial_workers: int = 1
+    # who decodes the next partial when more segments want one than there are partial workers:
+    # "fair", the segment whose last partial began longest ago (a new segment counts from its opening);
+    # "fifo", the one that asked first (bench/RESULTS.md, section 3, measures the two)
+    partial_order: Literal["fair", "fifo"] = "fair"
     # speculative finals per segment: this many at once, then one more per speculative_every_s; the
     # worker's gate pauses once per stretch of trailing silence, a few times in a long utterance
     speculative_burst: int = 3
@@ -114,6 +123,11 @@ class Engine:
         # told the kind, wall time and model of every decode (the server's /metrics)
         self.on_decode: Callable[[str, float, str], None] | None = None
         self._finals_pending = 0
+        # the partials' scheduler (_partial_turn): free partial workers, and the segments waiting for
+        # one, as (key, arrival, future); a cancelled waiter stays in the heap until it is popped
+        self._partial_slots = self.config.partial_workers
+        self._partial_queue: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._partial_arrivals = 0
         self._no_finals_event: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -147,25 +161,65 @@ class Engine:
         seg.feed(audio)
         return await seg.finish()
 
-    async def _run(self, kind: str, fn: Callable[[], Transcript], model: str | None = None) -> Transcript:
-        pool = self._finals if kind == "final" else self._partials
+    async def _run(self, kind: str, fn: Callable[[], Transcript], model: str | None = None,
+                   since: float | None = None) -> Transcript:
+        """``since`` (partials): when the asking segment's last partial began, its place in the queue
+        under ``partial_order="fair"``."""
         loop = asyncio.get_running_loop()
         no_finals = self._no_finals(loop)
-        if kind == "final":
-            self._finals_pending += 1
-            no_finals.clear()
-        else:
+        if kind != "final":
             # Finals and partials share the CPU (or GPU) even in separate pools: a partial started
             # beside a final would slow it down. So no partial starts while a final is queued or
             # running; under load partial cadence degrades, final latency does not.
             await no_finals.wait()
+            await self._partial_turn(loop, since)
+            try:
+                return await self._run_in(self._partials, kind, fn, loop, model or self.decoder.model_name)
+            finally:
+                self._partial_slots += 1
+                self._grant_partials()
+        self._finals_pending += 1
+        no_finals.clear()
         try:
-            return await self._run_in(pool, kind, fn, loop, model or self.decoder.model_name)
+            return await self._run_in(self._finals, kind, fn, loop, model or self.decoder.model_name)
         finally:
-            if kind == "final":
-                self._finals_pending -= 1
-                if not self._finals_pending:
-                    no_finals.set()
+            self._finals_pending -= 1
+            if not self._finals_pending:
+                no_finals.set()
+                self._grant_partials()
+
+    async def _partial_turn(self, loop: asyncio.AbstractEventLoop, since: float | None) -> None:
+        """Wait for a free partial worker. The engine, not the pool's FIFO queue, picks who gets it, so
+        that under load (more segments than workers can serve at PARTIAL_INTERVAL_MS) the wait is
+        shared: with "fair" the segment whose last partial is oldest goes next. Nobody starves: a
+        waiter's key stays put while every segment served after it gets a newer one."""
+        now = time.monotonic()
+        key = now if self.config.partial_order == "fifo" or since is None else since
+        self._partial_arrivals += 1
+        turn: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._partial_queue, (key, self._partial_arrivals, turn))
+        self._grant_partials()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                # granted just as the segment ended: hand the worker on
+                self._partial_slots += 1
+                self._grant_partials()
+            else:
+                turn.cancel()
+            raise
+
+    def _grant_partials(self) -> None:
+        # a partial is not started while a final is pending (see _run); the final's end grants again
+        while self._partial_slots > 0 and self._partial_queue and not self._finals_pending:
+            _, _, turn = heapq.heappop(self._partial_queue)
+            if turn.done():
+                continue  # its segment stopped waiting
+            if turn.get_loop().is_closed():
+                continue  # a waiter of an event loop gone (tests run one engine under several)
+            self._partial_slots -= 1
+            turn.set_result(None)
 
     async def _speculate(self, spec: _Speculation, fn: Callable[[], Transcript]) -> Transcript | None:
         """A speculative final's decode, in the finals pool but with no priority (see the module doc):
@@ -237,6 +291,8 @@ class Segment:
         # the draft model, where there is one that can do this session's options
         self._partial_decoder = engine.partial_decoder(options)
         self._partial_task: asyncio.Task[None] | None = None
+        # when this segment's last partial began (its opening, before the first): its turn (_run)
+        self._partial_since = time.monotonic()
         self._new_audio = asyncio.Event()
         self._finished = False
         self._last_partial_text = ""
@@ -414,13 +470,14 @@ class Segment:
         snapshot: dict[str, int] = {}
 
         def work() -> Transcript:
+            self._partial_since = time.monotonic()
             audio = self.audio()
             snapshot["end"] = audio.size
             snapshot["start"] = self._committed_samples
             return decoder.partial(audio[self._committed_samples:], self.options)
 
         decoder = self._partial_decoder
-        result = await self.engine._run("partial", work, decoder.model_name)
+        result = await self.engine._run("partial", work, decoder.model_name, since=self._partial_since)
         if self._finished:
             return None
         self._maybe_commit(result, snapshot["start"], snapshot["end"])
