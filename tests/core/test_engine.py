@@ -518,14 +518,25 @@ async def test_long_utterance_partials_stay_bounded_and_keep_the_start(engine, w
     long = Engine(rec, EngineConfig(partial_interval_ms=300))
     try:
         heard: list[PartialResult] = []
+        arrived = asyncio.Event()
 
         async def on_partial(p: PartialResult) -> None:
             heard.append(p)
+            arrived.set()
 
         seg = rec.segment = long.open_segment(on_partial=on_partial)
-        # real time, as a microphone feeds it: faster, and a slow machine sees the tail grow by more audio
-        # than the window allows between two decodes
-        await feed_paced(seg, pcm, speed=1.0)
+        # Paced by the decoder, not by the clock: each second of audio waits for a partial that heard
+        # up to it, so that between two decodes the tail grows by the same second on any machine (fed
+        # in real time, a loaded machine's slower decodes let it grow past the bound checked below,
+        # and the bound would measure the machine, not the engine).
+        step = 16000
+        for i in range(0, len(pcm), step):
+            seg.feed_pcm16(pcm[i:i + step].astype("<i2").tobytes())
+            fed_ms = min(len(pcm), i + step) * 1000 // 16000
+            async with asyncio.timeout(60):
+                while not heard or heard[-1].t_ms < fed_ms - 1000:
+                    arrived.clear()
+                    await arrived.wait()
         final = await seg.finish()
     finally:
         long.close()
