@@ -6,8 +6,9 @@ Kept apart from bench/arm64.py so that bench/report.py, which renders RESULTS.md
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from . import sections
 
 HEADING = "## arm64"
 
@@ -70,11 +71,4 @@ def section(r: dict[str, Any]) -> str:
 
 def upsert(markdown: str, body: str) -> str:
     """RESULTS.md with its arm64 section replaced by ``body``, or added before "## Method"."""
-    block = f"{HEADING}\n\n{body}\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(markdown):
-        return pattern.sub(lambda _m: block, markdown, count=1)
-    at = markdown.find("\n## Method")
-    if at < 0:
-        return markdown.rstrip("\n") + "\n\n" + block
-    return markdown[:at + 1] + block + markdown[at + 1:]
+    return sections.upsert(markdown, HEADING, body)
