@@ -204,6 +204,27 @@ def test_init_is_accepted_and_ready_is_understood():
     assert link.server.errors == ["already_initialized"]
 
 
+def test_ready_names_the_draft_model_and_a_final_keeps_it():
+    """A server with DRAFT_MODEL names it in ``ready``: the client reports the pair once; a final names
+    only the finals' model, and the draft known from ``ready`` stands; a reconnect to a server without
+    a draft reports the change."""
+    client = ClientSession("kitchen", SpeechOptions())
+    client.connected()
+    ready = p.Ready(session_id="kitchen", sample_rate=16000, model="big", partial_interval_ms=250,
+                    draft_model="small")
+    assert client.receive_text(p.encode(ready)) == [ServerModel("big", "small")]
+    assert (client.model, client.draft_model) == ("big", "small")
+    assert client.receive_text(p.encode(ready)) == []  # nothing new
+    final = p.Final(text="hi", confidence=0.9, t_ms=500, model="big")
+    assert [e for e in client.receive_text(p.encode(final)) if isinstance(e, ServerModel)] == []
+    assert client.draft_model == "small"
+    client.lost("gone")
+    client.connected()
+    plain = p.Ready(session_id="kitchen", sample_rate=16000, model="big", partial_interval_ms=250)
+    assert client.receive_text(p.encode(plain)) == [ServerModel("big", None)]
+    assert client.draft_model is None
+
+
 def test_protocol_is_1_until_ready_arrives():
     """Before the server's ready has been read, the client assumes the oldest protocol and does not
     count the session as served; both are forgotten with the connection."""

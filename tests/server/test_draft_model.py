@@ -147,6 +147,32 @@ def test_worker_local_backend_with_a_draft(broker: Mosquitto, tmp_path: Path, dr
     assert models["model"] == "tiny.en (embedded)"
     assert models["draft_model"] == draft_dir.name
     assert models["partials_by"] == draft_dir.name
+    states = [m.json() for m in col.on("/state")]
+    assert states[-1]["model"] == "tiny.en (embedded)", states[-1]
+    assert states[-1]["draft_model"] == draft_dir.name, states[-1]
+
+
+def test_worker_state_names_the_servers_two_models(hybrid: tuple[Proc, int, int], broker: Mosquitto,
+                                                    tmp_path: Path, draft_dir: Path) -> None:
+    """STT_BACKEND=ws on a server with DRAFT_MODEL: the worker's retained state names the finals' model
+    and the draft (from the server's ``ready``), and the final names the finals' model."""
+    _, port, _ = hybrid
+    wav = h.speech_wav(tmp_path / "ws.wav", [CLIP], gap_s=1.0)
+    col = h.Collector(broker.port)
+    w = h.start_worker(h.worker_env(broker.port, wav, AUDIO_REALTIME="1", STT_BACKEND="ws",
+                                    WS_URL=ws_url(port)))
+    try:
+        (final,) = col.wait_finals(1, 90, w)
+        rc = h.wait_exit(w, 60)
+    finally:
+        w.stop()
+        col.close()
+    assert rc == 0, h.tail(w)
+    assert final["model"] == "tiny.en (embedded)" and MARK not in final["text"], final
+    named = [m.json() for m in col.on("/state") if m.json().get("draft_model")]
+    assert named, [m.json() for m in col.on("/state")]
+    assert named[-1]["model"] == "tiny.en (embedded)", named[-1]
+    assert named[-1]["draft_model"] == draft_dir.name, named[-1]
 
 
 def test_worker_missing_draft_model_exits_78(broker: Mosquitto, tmp_path: Path) -> None:

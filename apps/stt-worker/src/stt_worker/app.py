@@ -293,7 +293,8 @@ class Worker:
             active_backend=self.machine.backend if connected or self.fallback is None else self.fallback,
             backend_connected=connected, server_connected=server.connected if server else None,
             server_url=getattr(server, "url", None),  # ws and wyoming: the one in use of their list
-            listening=self.listening, muted=self.machine.muted, model=chosen.model if chosen else "?")))
+            listening=self.listening, muted=self.machine.muted, model=chosen.model if chosen else "?",
+            draft_model=chosen.draft_model if chosen else None)))
 
     # ---- control: Home Assistant, <base>/<site>/set, Hermes ------------------------------------
 

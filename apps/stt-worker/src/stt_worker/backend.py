@@ -85,7 +85,12 @@ class Backend(Protocol):
     name: BackendName
 
     @property
-    def model(self) -> str: ...
+    def model(self) -> str:
+        """The finals' model ("?" until a server has named it)."""
+
+    @property
+    def draft_model(self) -> str | None:
+        """The partials' model when it is another one (DRAFT_MODEL), else None."""
 
     @property
     def connected(self) -> bool:

@@ -101,6 +101,7 @@ class WsBackend:
         self._index = 0  # the server of the connection in use, or of the last one tried
         self._ws: ClientConnection | None = None
         self._model = "?"
+        self._draft_model: str | None = None
         self._task: asyncio.Task[None] | None = None
         # what the writer sends, in order: audio (bytes) and text messages (str)
         self._outbox: collections.deque[bytes | str] = collections.deque()
@@ -128,6 +129,10 @@ class WsBackend:
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def draft_model(self) -> str | None:
+        return self._draft_model
 
     @property
     def connected(self) -> bool:
@@ -398,7 +403,7 @@ class WsBackend:
                 log.warning("server_error_message", code=action.code, detail=action.message,
                             fatal=action.fatal)
             elif isinstance(action, ServerModel):
-                self._model = action.model
+                self._model, self._draft_model = action.model, action.draft_model
                 if self.connected:
                     # the worker's retained state names the model: say it again
                     self._emit(ConnectionChanged(backend="ws", connected=True))

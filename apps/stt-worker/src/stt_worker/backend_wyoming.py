@@ -66,6 +66,11 @@ class WyomingBackend:
         return self._model
 
     @property
+    def draft_model(self) -> None:
+        """Wyoming's ``info`` names one model per program: a draft model is not told apart."""
+        return None
+
+    @property
     def connected(self) -> bool:
         return self._connected
 

@@ -45,7 +45,9 @@ class WorkerState:
     server_connected: bool | None  # None: no server backend has been built
     listening: bool
     muted: bool
-    model: str
+    model: str  # the finals' model
+    # the partials' model when another one makes them (DRAFT_MODEL, here or on the server); None: ``model``
+    draft_model: str | None = None
     # the server in use (WS_URL or WYOMING_URI may list several), without any query (a ?token=); None:
     # no server backend has been built
     server_url: str | None = None
@@ -73,7 +75,7 @@ class Payloads:
             "backend": s.backend, "active_backend": s.active_backend,
             "backend_connected": s.backend_connected, "server_connected": s.server_connected,
             "listening": s.listening and not s.muted, "muted": s.muted, "model": s.model,
-            "server_url": s.server_url, "version": __version__, "site_id": self.site_id}), "retained")
+            "draft_model": s.draft_model, "server_url": s.server_url, "version": __version__, "site_id": self.site_id}), "retained")
 
     def partial(self, p: HeardPartial) -> list[Message]:
         fields = {"utterance_id": p.utterance_id, "text": p.text, "t_ms": p.t_ms, "backend": p.backend}

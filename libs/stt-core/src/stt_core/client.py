@@ -87,9 +87,11 @@ class Failed:
 
 @dataclass(frozen=True)
 class ServerModel:
-    """The server named a model different from the one known so far (``ready``, or a final)."""
+    """The server named a model different from the one known so far (``ready``, or a final), or another
+    draft model (``ready``'s ``draft_model``: the partials' model, None when ``model`` does both)."""
 
     model: str
+    draft_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class ClientSession:
         self._ready = False
         self._protocol = 1
         self._model: str | None = None
+        self._draft_model: str | None = None
         self._segments = 0  # the server's segment counter, as far as known (provisional after a cut)
         self._streams: dict[str, _Stream] = {}
 
@@ -195,6 +198,11 @@ class ClientSession:
     @property
     def model(self) -> str | None:
         return self._model
+
+    @property
+    def draft_model(self) -> str | None:
+        """The partials' model as ``ready`` named it (DRAFT_MODEL on the server); None: ``model``'s."""
+        return self._draft_model
 
     def segment_of(self, key: str) -> int | None:
         """The server segment the stream's audio went to last (None: not open or no audio yet)."""
@@ -302,7 +310,7 @@ class ClientSession:
         if isinstance(msg, p.Ready):
             self._ready = True
             self._protocol = msg.protocol
-            return self._learned_model(msg.model)
+            return self._learned_model(msg.model, msg.draft_model)
         if isinstance(msg, p.Partial):
             return self._on_partial(msg)
         if isinstance(msg, p.Final):
@@ -345,11 +353,14 @@ class ClientSession:
                 self._continues(s)
                 return
 
-    def _learned_model(self, model: str | None) -> list[ClientEvent]:
-        if not model or model == self._model:
+    def _learned_model(self, model: str | None, draft_model: str | None = None, *,
+                       from_ready: bool = True) -> list[ClientEvent]:
+        """A final names only its own model: the draft known from ``ready`` stands until the next one."""
+        draft = draft_model if from_ready else self._draft_model
+        if not model or (model == self._model and draft == self._draft_model):
             return []
-        self._model = model
-        return [ServerModel(model)]
+        self._model, self._draft_model = model, draft
+        return [ServerModel(model, draft)]
 
     def _on_partial(self, msg: p.Partial) -> list[ClientEvent]:
         if msg.segment:
@@ -364,7 +375,7 @@ class ClientSession:
         return [PartialFor(s.key, _prefix(s.pieces, msg.text), offset + msg.t_ms)]
 
     def _on_final(self, msg: p.Final) -> list[ClientEvent]:
-        events = self._learned_model(msg.model)
+        events = self._learned_model(msg.model, from_ready=False)
         if msg.segment:
             self._resolve_by_segment(msg.segment)
         due = [s for s in self._streams.values() if s.phase in _FINAL_DUE]
