@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian / Raspberry Pi OS packages the project needs at run time and in its tests
-DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-utils libasound2-plugins python3-venv
+# (not libasound2-plugins: the worker resamples itself, and PortAudio would load its codecs: scripts/install.sh)
+DEB_PACKAGES := espeak-ng sox mosquitto mosquitto-clients libportaudio2 alsa-utils python3-venv
 # the browser test of the live page (issue 5) uses Debian's chromium, tests/deploy/test_haproxy.py Debian's
 # haproxy (the package enables its unit, on a default config that listens nowhere); optional for the demo
 DEB_TEST_PACKAGES := chromium systemd openssl strace haproxy

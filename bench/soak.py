@@ -7,15 +7,19 @@ default failover to the local model, its state directory (finals wait there for 
 from the speech set go into the worker's stdin (AUDIO_SOURCE=-) in real time, with silences between them;
 broker and server are restarted at moments drawn from a seeded RNG (the server alternately SIGTERMed and
 SIGKILLed), the first of each inside the warm-up, so the fallback model and the reconnection paths are
-loaded before growth is judged. A subscriber with a persistent session (clean_session=False, QoS 1)
+loaded before growth is judged. The worker unloads its fallback FALLBACK_KEEP_S after each outage
+(SOAK_FALLBACK_KEEP_S, 60 s here against the default 300, so that an hour holds a dozen load and unload
+cycles). A subscriber with a persistent session (clean_session=False, QoS 1)
 records every final. Every SOAK_SAMPLE_S (30 s) the worker's and the server's RSS, open descriptors and
 threads are sampled (psutil), with the worker's queue (its retained diagnostics topic), the server's
 /metrics gauges and the finals made and delivered so far.
 
-Exit 1 when a bound is broken (``judge``): RSS growth over the last 3/4 of the run beyond
-max(20 MB, 10 %); descriptors or threads rising steadily; any final the worker made that never arrived;
-any spoken utterance without a final; finals out of order; the worker's queue dropping anything; the
-worker dying. Writes bench/results/soak.json and the "Soak" section of bench/RESULTS.md either way.
+Exit 1 when a bound is broken (``judge``): the worker's RSS growing over the last 3/4 of the run by more
+than max(20 MB, 10 %), judged apart with its fallback unloaded (at rest) and loaded, since the two differ by
+the model and its buffers (tens of MB) and a sample falls in either; descriptors or threads rising steadily; any final
+the worker made that never arrived; any spoken utterance without a final; finals out of order; the
+worker's queue dropping anything; the worker dying. Writes bench/results/soak.json and the "Soak"
+section of bench/RESULTS.md either way.
 """
 
 from __future__ import annotations
@@ -67,6 +71,13 @@ RSS_BOUND_FRACTION = 0.10  # of the RSS at the start of the judged window; the l
 # sample of its first third, by more than this (a reconnection in flight holds a socket and a thread or two)
 FD_SLACK = 2
 THREAD_SLACK = 2
+# the worker's fallback unloaded this long after an outage (its FALLBACK_KEEP_S; the default is 300)
+FALLBACK_KEEP_S = float(os.environ.get("SOAK_FALLBACK_KEEP_S", "60"))
+# a sample this soon after the fallback was loaded or unloaded is in neither state (the load's and the
+# unload's own allocations, the trim) and is judged in neither series
+SETTLE_S = 10.0
+# a series with fewer samples than this in the judged window cannot show growth: the run fails instead
+MIN_SERIES = 6
 # a server life shorter than this is not judged for growth (its restarts reset it)
 SERVER_LIFE_MIN_S = 240.0
 # the time after a final's voiced end within which the final must match a spoken recording (the gate's
@@ -188,6 +199,10 @@ class Sample:
     spoken: int
     made: int
     delivered: int
+    # the worker's local fallback: loaded (its `local_models` log lines outnumber `fallback_released`),
+    # and whether that state has held for SETTLE_S
+    local_loaded: bool = False
+    settled: bool = True
 
 
 def proc_figures(pid: int) -> dict[str, int] | None:
@@ -228,6 +243,8 @@ class Run:
     drain_s: float = 0.0
     worker_exit: int | None = None
     notes: list[str] = field(default_factory=list)
+    fallback_loads: int = 0  # the worker's `local_models` log lines
+    fallback_releases: int = 0  # its `fallback_released` ones
 
 
 class Listener:
@@ -259,6 +276,7 @@ class Soak:
         # the worker's own defaults otherwise (STT_FALLBACK=local, WS_FINAL_TIMEOUT_S, RECONNECT_MAX_S, ...)
         for name in ("STT_FALLBACK", "AUDIO_REALTIME"):
             env.pop(name, None)
+        env["FALLBACK_KEEP_S"] = f"{FALLBACK_KEEP_S:g}"
         self.worker = h.start_worker(env, stdin=subprocess.PIPE)
         self.speaker = Speaker(self.worker, self.rng)
         self.t0 = 0.0
@@ -321,14 +339,20 @@ class Soak:
         made = h.events(self.worker, "utterance")
         delivered = {f["utterance_id"] for f in self.listener.on("/transcript/final")}
         diagnostics = self.listener.on("/diagnostics")
+        loads, releases = h.events(self.worker, "local_models"), h.events(self.worker, "fallback_released")
+        changes = [wall(e["timestamp"]) for e in loads + releases]
         s = Sample(round(time.time() - self.t0, 1), proc_figures(self.worker.p.pid),
                    proc_figures(self.server.p.pid) if self.server.alive() else None,
                    server_metrics(self.port), diagnostics[-1] if diagnostics else None,
-                   len(self.speaker.utterances()), len(made), len(delivered))
+                   len(self.speaker.utterances()), len(made), len(delivered),
+                   local_loaded=len(loads) > len(releases),
+                   settled=not changes or time.time() - max(changes) >= SETTLE_S)
         self.run.samples.append(s)
         w = s.worker or {}
-        log(f"{s.t:.0f} s: worker {w.get('rss', 0) / 2**20:.0f} MB, {w.get('fds')} fds, {w.get('threads')} "
-            f"threads; spoken {s.spoken}, made {s.made}, delivered {s.delivered}")
+        log(f"{s.t:.0f} s: worker {w.get('rss', 0) / 2**20:.0f} MB "
+            f"(fallback {'loaded' if s.local_loaded else 'unloaded'}{'' if s.settled else ', settling'}), "
+            f"{w.get('fds')} fds, {w.get('threads')} threads; spoken {s.spoken}, made {s.made}, "
+            f"delivered {s.delivered}")
 
     def drain(self) -> None:
         """Until every final made has arrived and every utterance spoken has one, or DRAIN_S."""
@@ -354,6 +378,8 @@ class Soak:
             self.run.notes.append(f"the worker did not exit at the end of its input: {exc!r}")
         time.sleep(1)
         self.run.made = h.events(self.worker, "utterance")
+        self.run.fallback_loads = len(h.events(self.worker, "local_models"))
+        self.run.fallback_releases = len(h.events(self.worker, "fallback_released"))
         self.run.finals = self.listener.on("/transcript/final")
         self.run.errors = self.listener.on("/error")
         self.close()
@@ -379,23 +405,25 @@ def series(samples: list[dict[str, int]], key: str, scale: float = 1.0) -> list[
     return [x[key] / scale for x in samples]
 
 
-def growth(points: list[dict[str, int]]) -> tuple[dict[str, Any], list[str]]:
-    """Figures of one process over its judged samples, and the bounds it broke."""
+def growth(points: list[dict[str, int]], *, min_points: int = 6) -> tuple[dict[str, Any], list[str]]:
+    """Figures of one process over its judged samples, and the bounds it broke. RSS growth is the median
+    of the last third against the median of the first third: a sample taken mid-decode (tens of MB for a
+    moment) moves neither, a step that stays moves both thirds' medians apart."""
     failures: list[str] = []
     rss, fds, thr = series(points, "rss", 2**20), series(points, "fds"), series(points, "threads")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"samples": len(points)}
     for name, xs in (("rss_mb", rss), ("fds", fds), ("threads", thr)):
         out[name] = {"start": xs[0] if xs else None, "end": xs[-1] if xs else None,
                      "max": max(xs) if xs else None}
-    if len(points) < 6:
+    if len(points) < min_points:
         out["rss_mb"]["growth_mb"] = None
         return out, failures
-    start, end = statistics.mean(rss[:3]), statistics.mean(rss[-3:])
+    third = max(2, len(points) // 3)
+    start, end = statistics.median(rss[:third]), statistics.median(rss[-third:])
     bound = max(RSS_BOUND_MB, RSS_BOUND_FRACTION * start)
     out["rss_mb"].update(growth_mb=round(end - start, 1), bound_mb=round(bound, 1))
     if end - start > bound:
         failures.append(f"RSS grew {end - start:.1f} MB (bound {bound:.0f} MB)")
-    third = max(1, len(points) // 3)
     for name, xs, slack in (("open fds", fds, FD_SLACK), ("threads", thr, THREAD_SLACK)):
         if min(xs[-third:]) > max(xs[:third]) + slack:
             failures.append(f"{name} rose steadily: {max(xs[:third]):g} -> {min(xs[-third:]):g}")
@@ -407,14 +435,22 @@ def judge(run: Run) -> dict[str, Any]:
     if run.worker_exit not in (0, None):
         failures.append(f"the worker exited {run.worker_exit}")
     window = run.seconds * WARMUP_FRACTION
-    judged = [s for s in run.samples if s.t >= window]
-    worker, broke = growth([s.worker for s in judged if s.worker])
-    # the table shows the whole run's start and peak (the model loaded at the first failover included);
-    # growth is the judged window's
-    whole, _ = growth([s.worker for s in run.samples if s.worker])
-    for name in ("rss_mb", "fds", "threads"):
-        worker[name].update(start=whole[name]["start"], max=whole[name]["max"])
-    failures += [f"worker: {b}" for b in broke]
+    judged = [s for s in run.samples if s.t >= window and s.worker]
+    # the whole run's start, end and peak (the model loaded at each failover included), not judged
+    worker, _ = growth([s.worker for s in run.samples if s.worker])
+    worker["rss_mb"]["growth_mb"] = None
+    # growth is judged in each state of the fallback apart: unloaded (at rest) and loaded
+    states: dict[str, Any] = {}
+    for state, loaded in (("at_rest", False), ("fallback_loaded", True)):
+        points = [s.worker for s in judged if s.worker and s.local_loaded is loaded and s.settled]
+        states[state], broke = growth(points)
+        failures += [f"worker ({state.replace('_', ' ')}): {b}" for b in broke]
+        if len(points) < MIN_SERIES:
+            failures.append(f"worker ({state.replace('_', ' ')}): {len(points)} samples in the judged "
+                            f"window, too few to judge growth (at least {MIN_SERIES})")
+    worker["states"] = states
+    worker["fallback"] = {"loads": run.fallback_loads, "releases": run.fallback_releases,
+                          "keep_s": FALLBACK_KEEP_S}
     lives: dict[int, list[Sample]] = {}
     for s in judged:
         if s.server:
@@ -483,14 +519,16 @@ def judge(run: Run) -> dict[str, Any]:
                      "server_term": sum(r.get("signal") == "term" for r in restarts if r["kind"] == "server"),
                      "server_kill": sum(r.get("signal") == "kill" for r in restarts if r["kind"] == "server"),
                      "broker_down_s": span(downs["broker"]), "server_down_s": span(downs["server"])},
-        "bounds": {"text": f"RSS growth over the last {1 - WARMUP_FRACTION:.0%} of the run at most "
-                           f"max({RSS_BOUND_MB:.0f} MB, {RSS_BOUND_FRACTION:.0%}) (mean of the first 3 "
-                           f"samples against the last 3); descriptors and threads not rising steadily (the "
-                           f"window's last third all above its first third by more than {FD_SLACK} and "
-                           f"{THREAD_SLACK}); the server judged over its longest life if it lasted "
-                           f"{SERVER_LIFE_MIN_S:.0f} s; no final lost, none out of order, no utterance "
-                           f"spoken without a final, nothing dropped by the worker's queue; duplicates "
-                           f"(QoS 1 redelivery) counted, not failed"},
+        "bounds": {"text": f"the worker's RSS growth over the last {1 - WARMUP_FRACTION:.0%} of the run at "
+                           f"most max({RSS_BOUND_MB:.0f} MB, {RSS_BOUND_FRACTION:.0%}), with its fallback "
+                           f"unloaded and loaded judged apart, each on at least {MIN_SERIES} samples taken "
+                           f"{SETTLE_S:g} s or more after a load or unload (median of the last third of the "
+                           f"samples against the first third's); the server's likewise; descriptors and "
+                           f"threads not rising steadily (the window's last third all above its first third "
+                           f"by more than {FD_SLACK} and {THREAD_SLACK}); the server judged over its longest "
+                           f"life if it lasted {SERVER_LIFE_MIN_S:.0f} s; no final lost, none out of order, "
+                           f"no utterance spoken without a final, nothing dropped by the worker's queue; "
+                           f"duplicates (QoS 1 redelivery) counted, not failed"},
     }
 
 

@@ -11,6 +11,16 @@ from typing import Any
 from . import sections
 
 HEADING = "## Soak"
+# the runs before the one published, and what each taught (the section is rewritten by every run)
+PREVIOUS = (
+    "Earlier hours, same seed and schedule: at 40e2535, 253 spoken, 253 delivered, none lost, doubled or out "
+    "of order, but the worker's RSS grew 326 -> 415 MB (+39.4 MB judged, bound 38): native memory left in "
+    "glibc's per-thread arenas by the fallback's decodes (tracemalloc flat). Two arenas and a trim after "
+    "each final (stt_core/daemon/memory.py) brought it to 273 MB at d979316, still +33.6 MB (bound 24), in "
+    "steps at each outage: every outage's fragments stayed in a heap that the fallback's model, kept for "
+    "good, never let go of. Since then the fallback is unloaded FALLBACK_KEEP_S after each outage "
+    "(tests/worker/test_fallback_release.py), and growth is judged with it unloaded and loaded apart."
+)
 
 
 def _mb(x: float | None) -> str:
@@ -66,6 +76,9 @@ def section(r: dict[str, Any]) -> str:
         _table(["process", "RSS start / end / max (MB)", "RSS growth, last 3/4", "open fds start / end / max",
                 "threads start / end / max"],
                [_series_row("stt-worker (whole run)", r["worker"]),
+                *[_series_row(f"stt-worker, fallback {label} ({st.get('samples', '?')} samples judged)", st)
+                  for key, label in (("at_rest", "unloaded"), ("fallback_loaded", "loaded"))
+                  if (st := r["worker"].get("states", {}).get(key))],
                 _series_row(f"stt-server (longest life, {r['server']['life_s']:.0f} s)", r["server"])]),
         "",
         _table(["utterances spoken", "finals made (worker log)", "delivered (distinct)", "lost",
@@ -83,6 +96,11 @@ def section(r: dict[str, Any]) -> str:
         "",
         f"Bounds ({r['bounds']['text']}).",
     ]
+    if fb := r["worker"].get("fallback"):
+        out[-2:-2] = [f"The worker's local fallback: loaded {_times(fb['loads'])} and unloaded "
+                      f"{_times(fb['releases'])} (FALLBACK_KEEP_S={fb['keep_s']:g} s after each outage).", ""]
+    if PREVIOUS:
+        out += ["", PREVIOUS]
     return "\n".join(out)
 
 

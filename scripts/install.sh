@@ -110,9 +110,12 @@ esac
 
 # ---- 1. Debian packages ----------------------------------------------------------------------------------
 packages=(python3 python3-venv ca-certificates)
-# libportaudio2: sounddevice's audio I/O; alsa-utils: arecord -l to find AUDIO_DEVICE; libasound2-plugins:
-# the ALSA rate/format plugins USB microphones often need
-[ "$worker" -eq 1 ] && packages+=(libportaudio2 alsa-utils libasound2-plugins)
+# libportaudio2: sounddevice's audio I/O; alsa-utils: arecord -l to find AUDIO_DEVICE. Not libasound2-plugins:
+# the worker opens a microphone at its own rate and resamples it itself (soxr), and PortAudio's device scan
+# opens every PCM that package defines, its a52 and lavrate ones pulling libavcodec and its codecs into the
+# daemon (+17 MB RSS, bench/RESULTS.md "Idle worker"). A microphone held by PulseAudio or PipeWire needs
+# their ALSA plugin (libasound2-plugins, pipewire-alsa) and AUDIO_DEVICE=pulse or pipewire.
+[ "$worker" -eq 1 ] && packages+=(libportaudio2 alsa-utils)
 say "Debian packages: ${packages[*]}"
 run bash "$SRC/scripts/install-system-packages.sh" "${packages[@]}"
 if [ "$dry_run" -eq 0 ]; then

@@ -168,7 +168,8 @@ def test_worker_state_names_the_servers_two_models(hybrid: tuple[Proc, int, int]
         w.stop()
         col.close()
     assert rc == 0, h.tail(w)
-    assert final["model"] == "tiny.en (embedded)" and MARK not in final["text"], final
+    assert final["model"] == "tiny.en (embedded)", final
+    assert MARK not in final["text"], final
     named = [m.json() for m in col.on("/state") if m.json().get("draft_model")]
     assert named, [m.json() for m in col.on("/state")]
     assert named[-1]["model"] == "tiny.en (embedded)", named[-1]

@@ -77,6 +77,8 @@ class Worker:
         self._settled.set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
+        # unloads the local engine once it is only the fallback again and unused (FALLBACK_KEEP_S)
+        self._release: asyncio.TimerHandle | None = None
         self._switching = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_frame = time.monotonic()
@@ -196,6 +198,37 @@ class Worker:
             if not event.connected and self.fallback is not None:
                 self.backends.prewarm(self.fallback)
         self._apply(self.machine.backend_event(event, time.time()))
+        self._keep_or_release_local()
+
+    # ---- the local engine as a fallback: loaded for an outage, unloaded after it ----------------
+
+    def _local_unused(self) -> bool:
+        """The local engine is built, is not the chosen backend, the chosen one is up, and no utterance
+        is on it: it is a fallback with nothing to do."""
+        chosen = self.backends.built(self.machine.backend)
+        return (self.machine.backend != "local" and self.backends.built("local") is not None
+                and chosen is not None and chosen.connected
+                and not any(utt.backend == "local" for utt in self.machine.pending))
+
+    def _keep_or_release_local(self) -> None:
+        """The release is due FALLBACK_KEEP_S after the local engine was last needed (its last final,
+        or the server's return), and is called off by any new need of it."""
+        unused = self._local_unused()
+        if unused and self._release is None:
+            self._release = asyncio.get_running_loop().call_later(self.s.fallback_keep_s, self._release_local)
+        elif not unused and self._release is not None:
+            self._release.cancel()
+            self._release = None
+
+    def _release_local(self) -> None:
+        self._release = None
+        if not self._local_unused():
+            return
+        log.info("fallback_released", backend="local", after_s=self.s.fallback_keep_s)
+        task = self.backends.release("local")
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _tick(self) -> None:
         self._timer, self._timer_due = None, None
@@ -210,6 +243,7 @@ class Worker:
             self._do(action)
         if self.machine.idle:
             self._settled.set()
+            self._keep_or_release_local()
         else:
             self._settled.clear()
         self._schedule_tick()

@@ -79,8 +79,11 @@ class LocalBackend:
         return engine
 
     async def stop(self) -> None:
-        if self.engine is not None:
-            await asyncio.to_thread(self.engine.close)
+        """Stop decoding and drop the engine (the model is freed with its last reference: released as a
+        fallback, nothing else holds it)."""
+        engine, self.engine, self._loading = self.engine, None, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
 
     def open(self, utterance_id: str, options: SpeechOptions) -> LocalStream:
         return LocalStream(self, utterance_id, options)

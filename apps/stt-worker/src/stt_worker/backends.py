@@ -6,10 +6,12 @@ starts backends only through ``Backends`` here.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+from stt_core.daemon import memory
 
 from .backend import BACKEND_NAMES, Backend, BackendName, Emit
 from .settings import WorkerSettings
@@ -107,6 +109,30 @@ class Backends:
                 self._started.pop(name, None)
         return done
 
+    def release(self, name: BackendName) -> asyncio.Task[None] | None:
+        """Forget a backend at once (the local engine once it is only the fallback again: the next
+        ``get`` builds a fresh one), and stop it in the background, giving its memory back to the system.
+        The model and its decode buffers are freed with the last reference, and glibc returns the freed
+        pages on the trim (stt_core/daemon/memory.py): a heap never reset keeps every outage's fragments."""
+        backend = self._built.pop(name, None)
+        task = self._started.pop(name, None)
+        if backend is None:
+            return None
+        if task is not None and not task.done():
+            task.cancel()
+        return asyncio.get_running_loop().create_task(_dispose(backend))
+
     async def stop(self) -> None:
         for backend in self._built.values():
             await backend.stop()
+
+
+async def _dispose(backend: Backend) -> None:
+    await backend.stop()
+    del backend
+    await asyncio.to_thread(_collect_and_trim)
+
+
+def _collect_and_trim() -> None:
+    gc.collect()
+    memory.trim()

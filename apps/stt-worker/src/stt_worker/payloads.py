@@ -75,7 +75,8 @@ class Payloads:
             "backend": s.backend, "active_backend": s.active_backend,
             "backend_connected": s.backend_connected, "server_connected": s.server_connected,
             "listening": s.listening and not s.muted, "muted": s.muted, "model": s.model,
-            "draft_model": s.draft_model, "server_url": s.server_url, "version": __version__, "site_id": self.site_id}), "retained")
+            "draft_model": s.draft_model, "server_url": s.server_url, "version": __version__,
+            "site_id": self.site_id}), "retained")
 
     def partial(self, p: HeardPartial) -> list[Message]:
         fields = {"utterance_id": p.utterance_id, "text": p.text, "t_ms": p.t_ms, "backend": p.backend}

@@ -35,6 +35,10 @@ class WorkerSettings(CommonSettings):
     # ---- backends
     stt_backend: BackendName = "local"
     stt_fallback: Literal["local", "none"] = "local"
+    # the local engine loaded as the fallback (or left behind by a switch to a server) is unloaded once the
+    # chosen server has been back this long with no utterance on it: its model and decode buffers (tiny.en:
+    # ~55 MB) go back to the system, and each outage starts from a clean heap (the next one loads it again)
+    fallback_keep_s: float = Field(default=300.0, ge=0, le=7 * 24 * 3600)
     # one server, or several comma-separated in order of preference: the first healthy one is used
     # (backend_ws.py), and the worker goes back to a preferred one when it is healthy again
     ws_url: str = "ws://localhost:9000/stt"
