@@ -16,10 +16,10 @@ threads are sampled (psutil), with the worker's queue (its retained diagnostics 
 
 Exit 1 when a bound is broken (``judge``): the worker's RSS growing over the last 3/4 of the run by more
 than max(20 MB, 10 %), judged apart with its fallback unloaded (at rest) and loaded, since the two differ by
-the model and its buffers (tens of MB) and a sample falls in either; descriptors or threads rising steadily; any final
-the worker made that never arrived; any spoken utterance without a final; finals out of order; the
-worker's queue dropping anything; the worker dying. Writes bench/results/soak.json and the "Soak"
-section of bench/RESULTS.md either way.
+the model and its buffers (tens of MB) and a sample falls in either; descriptors or threads rising steadily;
+any final the worker made that never arrived; any spoken utterance without a final; finals out of order; the
+worker's queue dropping anything; the worker dying. Writes bench/results/soak.json and the "Soak" section of
+bench/RESULTS.md either way.
 """
 
 from __future__ import annotations
