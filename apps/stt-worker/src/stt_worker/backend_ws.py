@@ -41,7 +41,7 @@ from stt_core.client import (
 )
 from stt_core.daemon.backoff import Backoff
 from stt_core.options import SpeechOptions
-from stt_core.session import CloseCode
+from stt_core.protocol import CloseCode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State

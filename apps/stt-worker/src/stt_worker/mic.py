@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from stt_core.audio import TARGET_RATE
 from stt_core.daemon.backoff import Backoff
 from stt_core.errors import ConfigError
+from stt_core.pcm import TARGET_RATE
 
 from .sources import Converter
 

@@ -9,23 +9,32 @@ import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stt_core.audio import TARGET_RATE, Framer, PcmConverter
 from stt_core.errors import ConfigError
+from stt_core.pcm import TARGET_RATE, Framer
+
+if TYPE_CHECKING:
+    from stt_core.audio import PcmConverter
 
 
 class Converter:
-    """Any S16LE rate and channel count to 16 kHz mono frames of the gate's size."""
+    """Any S16LE rate and channel count to 16 kHz mono frames of the gate's size. Audio that is 16 kHz
+    mono already is only framed: numpy and the resampler (stt_core.audio) are imported for the rest."""
 
     def __init__(self, rate: int, channels: int, frame_ms: int) -> None:
-        self.pcm = PcmConverter(rate, channels)
+        self.pcm: PcmConverter | None = None
+        if (rate, channels) != (TARGET_RATE, 1):
+            from stt_core.audio import PcmConverter
+
+            self.pcm = PcmConverter(rate, channels)
         self.framer = Framer(TARGET_RATE * frame_ms // 1000 * 2)
 
     def push(self, pcm: bytes) -> list[bytes]:
-        return self.framer.push(self.pcm.push(pcm))
+        return self.framer.push(pcm if self.pcm is None else self.pcm.push(pcm))
 
     def flush(self) -> list[bytes]:
-        return self.framer.push(self.pcm.flush()) + self.framer.flush()
+        return (self.framer.push(self.pcm.flush()) if self.pcm is not None else []) + self.framer.flush()
 
 
 class WavSource:

@@ -11,9 +11,12 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-TARGET_RATE = 16_000
-MIN_RATE = 8_000
-MAX_RATE = 48_000
+# the numpy-free part (pcm.py), here too for the modules that convert
+from .pcm import MAX_RATE, MIN_RATE, TARGET_RATE, WIDTHS, Framer
+from .pcm import WIDTH_SCALES as _WIDTHS
+
+__all__ = ["MAX_RATE", "MIN_RATE", "TARGET_RATE", "WIDTHS", "Float32Array", "Framer", "Int16Array",
+           "PcmConverter", "StreamResampler", "downmix", "float_to_pcm16", "pcm16_to_float", "resample"]
 
 Float32Array = npt.NDArray[np.float32]
 Int16Array = npt.NDArray[np.int16]
@@ -67,9 +70,6 @@ def resample(audio: Float32Array, rate: int, target: int = TARGET_RATE) -> Float
     return out
 
 
-# the sample widths (bytes) a peer may declare, and the scale of each as signed samples
-_WIDTHS = {1: 128.0, 2: 32768.0, 4: 2147483648.0}
-WIDTHS = tuple(_WIDTHS)
 
 
 class PcmConverter:
@@ -102,26 +102,3 @@ class PcmConverter:
     def flush(self) -> bytes:
         """What the resampler still holds at the end of the stream."""
         return b"" if self.passthrough else float_to_pcm16(self._resampler.flush())
-
-
-class Framer:
-    """Cuts a byte stream into frames of a fixed size, keeping the remainder for the next chunk."""
-
-    def __init__(self, frame_bytes: int) -> None:
-        self.frame_bytes = frame_bytes
-        self._buf = bytearray()
-
-    def push(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        n = len(self._buf) // self.frame_bytes
-        frames = [bytes(self._buf[i * self.frame_bytes:(i + 1) * self.frame_bytes]) for i in range(n)]
-        del self._buf[:n * self.frame_bytes]
-        return frames
-
-    def flush(self) -> list[bytes]:
-        """The remainder padded with silence to a whole frame (the end of a file is not cut)."""
-        if not self._buf:
-            return []
-        frame = bytes(self._buf) + b"\0" * (self.frame_bytes - len(self._buf))
-        self._buf.clear()
-        return [frame]

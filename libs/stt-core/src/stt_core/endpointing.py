@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import session as s
-from .audio import TARGET_RATE, Framer
 from .options import SpeechOptions
+from .pcm import TARGET_RATE, Framer
 from .vad import Event, Pause, Resume, SpeechAudio, SpeechEnd, SpeechStart, VadConfig, VadGate
 
 

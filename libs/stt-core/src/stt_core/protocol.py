@@ -25,17 +25,32 @@ and unknown fields from clients are ignored so older and newer peers keep workin
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from . import jsonwire
-from .audio import MAX_RATE, MIN_RATE
 from .errors import PeerError
 from .options import MAX_HOTWORDS_CHARS, MAX_PROMPT_CHARS
+from .pcm import MAX_RATE, MIN_RATE
 
 PROTOCOL_VERSION = 2  # 2: pause/resume
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (documented in the README); the client reads them too."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY = 1008  # protocol violated in a way the session cannot recover from
+    TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
+    INTERNAL = 1011
+    TRY_AGAIN = 1013  # MAX_SESSIONS reached
+    UNAUTHORIZED = 4401  # seed 002: no token
+    FORBIDDEN = 4403  # seed 002: a token, not the right one
+    IDLE = 4408  # nothing received for IDLE_TIMEOUT_S
 
 
 class _Message(BaseModel):

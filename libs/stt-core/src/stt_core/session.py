@@ -19,19 +19,8 @@ from .engine import FinalResult, PartialResult
 from .errors import PeerError
 from .options import SpeechOptions, check_options
 
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server uses (documented in the README)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down
-    POLICY = 1008  # protocol violated in a way the session cannot recover from
-    TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
-    INTERNAL = 1011
-    TRY_AGAIN = 1013  # MAX_SESSIONS reached
-    UNAUTHORIZED = 4401  # seed 002: no token
-    FORBIDDEN = 4403  # seed 002: a token, not the right one
-    IDLE = 4408  # nothing received for IDLE_TIMEOUT_S
+# the session speaks in these (re-exported: s.CloseCode), the client reads them from protocol
+from .protocol import CloseCode as CloseCode  # noqa: PLC0414
 
 
 class State(enum.Enum):

@@ -13,16 +13,26 @@ sentence has ended; the decoder need not wait for it).
 
 from __future__ import annotations
 
+import array
 import collections
 import enum
 import math
+import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 SAMPLE_RATE = 16_000
+
+
+def level_db(frame: bytes) -> float:
+    """The frame's mean power in dB (S16LE samples), exact in integers: a voiced frame's cost is a few
+    microseconds without numpy, which the gate alone would otherwise import (bench/RESULTS.md, section 4)."""
+    samples = array.array("h", frame)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return 10.0 * math.log10(sum(map(operator.mul, samples, samples)) / max(1, len(samples)) + 1.0)
 FRAME_MS_ALLOWED = (10, 20, 30)
 
 
@@ -192,8 +202,7 @@ class VadGate:
     def _above_floor(self, frame: bytes, voiced: bool, floor_db: float) -> bool:
         if not voiced:
             return False
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
-        level = 10.0 * math.log10(float(np.mean(samples * samples)) + 1.0)
+        level = level_db(frame)
         if self.state is GateState.SILENT:
             self._peak_db = level  # a new utterance: its own loudness is the reference
             return True
