@@ -97,8 +97,8 @@ def section(r: dict[str, Any]) -> str:
         f"Bounds ({r['bounds']['text']}).",
     ]
     if fb := r["worker"].get("fallback"):
-        out[-2:-2] = [f"The worker's local fallback: loaded {_times(fb['loads'])} and unloaded "
-                      f"{_times(fb['releases'])} (FALLBACK_KEEP_S={fb['keep_s']:g} s after each outage).", ""]
+        out[-2:-2] = ["", f"The worker's local fallback: loaded {_times(fb['loads'])} and unloaded "
+                          f"{_times(fb['releases'])} (FALLBACK_KEEP_S={fb['keep_s']:g} s after each outage)."]
     if PREVIOUS:
         out += ["", PREVIOUS]
     return "\n".join(out)
