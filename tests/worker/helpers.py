@@ -165,6 +165,11 @@ def worker_env(broker_port: int, source: str | Path, **extra: str) -> dict[str, 
     return env
 
 
+def ws_worker_env(broker_port: int, server_port: int, **extra: str) -> dict[str, str]:
+    """A worker on stdin (16 kHz mono S16LE) whose backend is the stt-server on ``server_port``."""
+    return worker_env(broker_port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{server_port}/stt", **extra)
+
+
 def start_worker(env: dict[str, str], *, stdin: int | None = subprocess.DEVNULL,
                  argv: list[str] | None = None) -> Proc:
     return Proc([WORKER, *(argv or [])], env=env, name="worker", stdin=stdin)
@@ -250,6 +255,11 @@ def feed_stdin(proc: Proc, pcm: np.ndarray, *, speed: float | None = 1.0, frame_
             proc.p.stdin.close()
     except (BrokenPipeError, ValueError):
         pass  # the worker went away (a test that kills it); its exit is what the test checks
+
+
+def say(proc: Proc, clip: str) -> None:
+    """One recording into the worker's stdin in real time, with silence around it, the input kept open."""
+    feed_stdin(proc, speech_pcm([clip], gap_s=1.3, lead_s=0.3), speed=1.0, close=False)
 
 
 class StdinFeeder:

@@ -38,10 +38,6 @@ def settle_below(w: Proc, ceiling: float, timeout: float = 30.0) -> float:
     return rss
 
 
-def speak(w: Proc, clip: str) -> None:
-    h.feed_stdin(w, h.speech_pcm([clip], gap_s=1.3, lead_s=0.3), speed=1.0, close=False)
-
-
 def test_the_fallback_is_unloaded_after_the_outage_and_loaded_again_for_the_next(broker: Mosquitto) -> None:
     """Outage 1: the utterance is transcribed by the fallback. The server returns: FALLBACK_KEEP_S later
     the fallback is released and the model's memory goes back to the system. Outage 2: the model is
@@ -50,8 +46,8 @@ def test_the_fallback_is_unloaded_after_the_outage_and_loaded_again_for_the_next
     server's. Every final arrives, in order, once."""
     server, port = start_server()
     col = h.Collector(broker.port)
-    env = h.worker_env(broker.port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{port}/stt",
-                       FALLBACK_KEEP_S="1", RECONNECT_MAX_S="1", WS_CONNECT_TIMEOUT_S="10")
+    env = h.ws_worker_env(broker.port, port,
+                          FALLBACK_KEEP_S="1", RECONNECT_MAX_S="1", WS_CONNECT_TIMEOUT_S="10")
     w = h.start_worker(env, stdin=subprocess.PIPE)
     try:
         h.wait_log(w, "worker_started", 60)
@@ -59,13 +55,13 @@ def test_the_fallback_is_unloaded_after_the_outage_and_loaded_again_for_the_next
         loaded, released = [], []
         for outage, clip in enumerate(CLIPS[:2], start=1):
             server.stop()
-            speak(w, clip)
+            h.say(w, clip)
             col.wait_finals(outage, 90, w)
             loaded.append(rss_mb(w))
             server, _ = start_server(port=port)
             h.wait_log(w, "fallback_released", 60, n=outage)
             released.append(settle_below(w, loaded[-1] - WEIGHTS_MB))
-        speak(w, CLIPS[2])  # the server's again
+        h.say(w, CLIPS[2])  # the server's again
         col.wait_finals(3, 60, w)
         h.feed_stdin(w, np.zeros(16000, np.int16), speed=None, close=True)
         assert h.wait_exit(w, 60) == 0, h.tail(w)

@@ -30,12 +30,12 @@ def test_an_idle_ws_worker_loads_no_decoder_and_no_numpy(broker: Mosquitto) -> N
     the server and idles: none of the heavy libraries is mapped; the final came from the server."""
     server, port = start_server()
     col = h.Collector(broker.port)
-    env = h.worker_env(broker.port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{port}/stt",
-                       WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
+    env = h.ws_worker_env(broker.port, port,
+                          WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
     w = h.start_worker(env, stdin=subprocess.PIPE)
     try:
         h.wait_log(w, "worker_started", 60)
-        h.feed_stdin(w, h.speech_pcm(["LJ001-0002"], gap_s=1.3, lead_s=0.3), speed=1.0, close=False)
+        h.say(w, "LJ001-0002")
         (final,) = col.wait_finals(1, 60, w)
         h.feed_stdin(w, np.zeros(16000, np.int16), speed=1.0, close=False)  # idle
         heavy = sorted(f for f in mapped(w) if any(name in f for name in HEAVY))

@@ -47,8 +47,8 @@ def test_the_gates_cut_publishes_every_piece_in_order_as_a_continuation(broker: 
 def test_the_servers_cut_comes_back_joined_in_one_final(broker: Mosquitto) -> None:
     server, port = start_server({"MAX_SEGMENT_S": "3"})
     col = h.Collector(broker.port)
-    env = h.worker_env(broker.port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{port}/stt",
-                       WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
+    env = h.ws_worker_env(broker.port, port,
+                          WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
     w = h.start_worker(env, stdin=subprocess.PIPE)
     try:
         speak(w)

@@ -18,8 +18,8 @@ from tests.worker import helpers as h
 def test_the_servers_idle_close_is_not_an_outage(broker: Mosquitto) -> None:
     server, port = start_server({"IDLE_TIMEOUT_S": "1.5"})
     col = h.Collector(broker.port)
-    env = h.worker_env(broker.port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{port}/stt",
-                       WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
+    env = h.ws_worker_env(broker.port, port,
+                          WS_FINAL_TIMEOUT_S="30", WS_CONNECT_TIMEOUT_S="10")
     w = h.start_worker(env, stdin=subprocess.PIPE)
     try:
         h.wait_log(w, "worker_started", 60)

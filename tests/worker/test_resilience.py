@@ -27,8 +27,8 @@ def ws_env(broker: Mosquitto, port: int, **extra: str) -> dict[str, str]:
     # Failover here comes from a dead or refusing server, not from the final timeout: keep that one
     # generous so a slow decode on a loaded core is not mistaken for an outage.
     extra = {"WS_FINAL_TIMEOUT_S": "15", **extra}
-    return h.worker_env(broker.port, "-", STT_BACKEND="ws", WS_URL=f"ws://127.0.0.1:{port}/stt",
-                        STT_FALLBACK="local", RECONNECT_MAX_S="1", WS_CONNECT_TIMEOUT_S="2", **extra)
+    return h.ws_worker_env(broker.port, port,
+                           STT_FALLBACK="local", RECONNECT_MAX_S="1", WS_CONNECT_TIMEOUT_S="2", **extra)
 
 
 def end_input(w: Proc, timeout: float = 60) -> None:
